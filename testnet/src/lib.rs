@@ -1,0 +1,1 @@
+//! Simulated neighbourhoods (see issue: testnet). Nothing here yet.
