@@ -22,6 +22,7 @@ pub mod ext;
 pub mod ids;
 pub mod merkle;
 pub mod offer;
+pub mod sample;
 pub mod settle;
 pub mod settlement;
 pub mod sign;

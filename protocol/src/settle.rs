@@ -3,25 +3,25 @@
 //!
 //! For a trade of `E` Wh at price `p` between seller `S` and buyer `B` in slot `t`:
 //!
-//! 1. **Seller's share.** With no attestation from `S` for `t` by the attestation deadline,
-//!    the seller's share is 0 (the seller must show its export). Otherwise, if `S` exported at
-//!    least what it committed to selling (`export_wh ≥ sold.sum`), the share is `E`; if not,
+//! 1. With no attestation from `S` for `t` by the attestation deadline, nothing counts as
+//!    delivered (the seller must show its export).
+//! 2. Otherwise the trade must be in the seller's commitment: an inclusion proof of
+//!    `(trade id, E)` against `S`'s `sold` root ([`crate::merkle`]). Without one the trade is
+//!    disputed. This stops a seller from leaving trades out of its total to look fully
+//!    delivered.
+//! 3. If `S` exported at least what it sold (`export_wh ≥ sold.sum`), `E` is delivered; if not,
 //!    the export is split pro rata over everything `S` sold in the slot:
-//!    `⌊E × export_wh / sold.sum⌋`. Each buyer computes its own share from the commitment
-//!    alone, without seeing the other buyers' trades.
-//! 2. **Buyer's share**, the same from the buyer's side: no attestation from `B` gives `E`
-//!    (the seller's pay does not depend on the buyer publishing); `import_wh ≥ bought.sum`
-//!    gives `E`; otherwise `⌊E × import_wh / bought.sum⌋`.
-//! 3. **Delivered** = the smaller of the two shares. **Money** = `⌊delivered × p / 1000⌋`
-//!    milli-minor units, booked once to each side, so the ledger sums to zero. The Wh lost to
-//!    rounding down stay with the seller (exported to the grid at the feed-in tariff).
-//! 4. Coverage below 100 % is never extrapolated: the measured deltas are what counts.
-//!
-//! An attestation whose commitment could not include the trade (`sold.sum < E` for the
-//! seller, `bought.sum < E` for the buyer), or that is not for the right node and slot, makes
-//! the trade a dispute ([`DisputeCause`]) instead of a settlement.
+//!    `⌊E × export_wh / sold.sum⌋`. Each buyer computes its own share from the commitment and
+//!    its own trade alone, without seeing the other buyers' trades.
+//! 4. **Money** = `⌊delivered × p / 1000⌋` milli-minor units, booked once to each side, so the
+//!    ledger sums to zero. The Wh lost to rounding down stay with the seller.
+//! 5. Coverage below 100 % is never extrapolated: the measured deltas are what counts.
+//! 6. The buyer's attestation is recorded but does not reduce delivery: the buyer committed to
+//!    take the energy, and letting its own figures cut what it pays would reward a buyer for
+//!    inflating its `bought` total.
 
 use crate::attestation::{FULL_COVERAGE, MeterAttestation};
+use crate::merkle::{self, ProofStep};
 use crate::trade::Trade;
 use crate::units::{EnergyWh, MilliMinor, cost, pro_rata};
 use serde::{Deserialize, Serialize};
@@ -31,9 +31,9 @@ use serde::{Deserialize, Serialize};
 pub enum Outcome {
     /// All the agreed energy was delivered.
     Delivered,
-    /// Less than agreed was delivered; the seller's export or the buyer's import fell short.
+    /// Less than agreed was delivered: the seller exported less than it sold.
     Short,
-    /// Less than agreed, and a counted meter covered only part of the slot.
+    /// Less than agreed, and the seller's meter covered only part of the slot.
     ShortPartialCoverage,
     /// The seller published no attestation for the slot in time: nothing counts as delivered.
     NoSellerAttestation,
@@ -56,67 +56,46 @@ pub enum DisputeCause {
     /// An attestation is for another node or slot than the trade's party and slot.
     #[error("attestation does not belong to this trade's party and slot")]
     WrongAttestation,
-    /// The seller's committed sold total is smaller than this trade alone.
-    #[error("seller's commitment cannot include this trade")]
-    SellerCommitment,
-    /// The buyer's committed bought total is smaller than this trade alone.
-    #[error("buyer's commitment cannot include this trade")]
-    BuyerCommitment,
+    /// No valid proof that the trade is in the seller's `sold` commitment.
+    #[error("trade not proven to be in the seller's commitment")]
+    NotInCommitment,
 }
 
-/// Applies the rule. `seller` and `buyer` are the parties' attestations for the trade's slot,
-/// if they arrived by the attestation deadline.
+/// Applies the rule. `seller` is the seller's attestation for the trade's slot if it arrived by
+/// the attestation deadline, with the proof that the trade is in its `sold` commitment; `buyer`
+/// is the buyer's, if any (recorded, checked to belong, not limiting).
 pub fn settle(
     trade: &Trade,
-    seller: Option<&MeterAttestation>,
+    seller: Option<(&MeterAttestation, &[ProofStep])>,
     buyer: Option<&MeterAttestation>,
 ) -> Result<Settled, DisputeCause> {
     let e = trade.energy_wh;
-    let seller_share = match seller {
-        None => None,
-        Some(a) => {
-            if a.node != trade.seller() || a.slot_ms != trade.slot_ms {
-                return Err(DisputeCause::WrongAttestation);
-            }
-            if a.sold.sum < e {
-                return Err(DisputeCause::SellerCommitment);
-            }
-            Some(if a.export_wh >= a.sold.sum {
-                e
-            } else {
-                pro_rata(e, a.export_wh, a.sold.sum)
-            })
+    if let Some(a) = buyer {
+        if a.node != trade.buyer() || a.slot_ms != trade.slot_ms {
+            return Err(DisputeCause::WrongAttestation);
         }
-    };
-    let buyer_share = match buyer {
-        None => e,
-        Some(a) => {
-            if a.node != trade.buyer() || a.slot_ms != trade.slot_ms {
-                return Err(DisputeCause::WrongAttestation);
-            }
-            if a.bought.sum < e {
-                return Err(DisputeCause::BuyerCommitment);
-            }
-            if a.import_wh >= a.bought.sum {
-                e
-            } else {
-                pro_rata(e, a.import_wh, a.bought.sum)
-            }
-        }
-    };
-    let Some(seller_share) = seller_share else {
+    }
+    let Some((a, proof)) = seller else {
         return Ok(Settled {
             delivered_wh: 0,
             amount: 0,
             outcome: Outcome::NoSellerAttestation,
         });
     };
-    let delivered = seller_share.min(buyer_share);
-    let partial = seller.is_some_and(|a| a.coverage_permille < FULL_COVERAGE)
-        || buyer.is_some_and(|a| a.coverage_permille < FULL_COVERAGE);
+    if a.node != trade.seller() || a.slot_ms != trade.slot_ms {
+        return Err(DisputeCause::WrongAttestation);
+    }
+    if !merkle::verify(&a.sold, &trade.id(), e, proof) {
+        return Err(DisputeCause::NotInCommitment);
+    }
+    let delivered = if a.export_wh >= a.sold.sum {
+        e
+    } else {
+        pro_rata(e, a.export_wh, a.sold.sum)
+    };
     let outcome = if delivered == e {
         Outcome::Delivered
-    } else if partial {
+    } else if a.coverage_permille < FULL_COVERAGE {
         Outcome::ShortPartialCoverage
     } else {
         Outcome::Short
