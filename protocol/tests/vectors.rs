@@ -158,7 +158,34 @@ fn build() -> String {
     let att = sample::attestation_envelope();
     let settlement = sample::settlement_envelope();
     let request = TradeRequest::Propose(proposal_env.clone());
-    let response = TradeResponse::Accept(trade.clone());
+    // Handshake step 2: the trade signed by the maker alone.
+    let maker_signed = Envelope::seal(&sample::trade(), charter.hash, &sample::seller_key());
+    let response = TradeResponse::Accept(maker_signed);
+    // A buy offer carrying an optional extension (tag 1) and both attribute bits.
+    let mut buy = sample::offer();
+    buy.maker = sample::buyer_key().node_id();
+    buy.nonce = 300;
+    buy.version = 3;
+    buy.side = wattmesh_protocol::Side::Buy;
+    buy.attributes = 3;
+    buy.ext = vec![wattmesh_protocol::ext::Extension {
+        tag: 1,
+        data: vec![0xca, 0xfe],
+    }];
+    let buy_env = Envelope::seal(&buy, charter.hash, &sample::buyer_key());
+    // A Merkle sum tree over three trades, with the ids as 40-byte hex.
+    let leaves: Vec<_> = (1u8..=3)
+        .map(|i| {
+            (
+                wattmesh_protocol::TradeId {
+                    taker: wattmesh_protocol::NodeId([i * 0x11; 32]),
+                    nonce: 1000 - i as u64,
+                },
+                i as u64 * 250,
+            )
+        })
+        .collect();
+    let tree = wattmesh_protocol::merkle::root(&leaves).expect("small sums");
     let doc = json!({
         "description": "wattmesh protocol test vectors; see docs/PROTOCOL.md",
         "protocol_version": wattmesh_protocol::PROTOCOL_VERSION,
@@ -171,6 +198,7 @@ fn build() -> String {
         "messages": [
             message("charter", &charter.envelope, fields(&charter.envelope.payload_as::<Charter>().expect("charter"))),
             message("offer", &offer, fields(&offer.payload_as::<Offer>().expect("offer"))),
+            message("offer_buy_with_extension", &buy_env, fields(&buy_env.payload_as::<Offer>().expect("offer"))),
             message("trade_proposal", &proposal_env, fields(&proposal_env.payload_as::<TradeProposal>().expect("proposal"))),
             message("trade", &trade, fields(&trade.payload_as::<Trade>().expect("trade"))),
             message("meter_attestation", &att, fields(&att.payload_as::<MeterAttestation>().expect("att"))),
@@ -180,6 +208,15 @@ fn build() -> String {
             {"name": "trade_request_propose", "bytes": hex::encode(codec::encode(&request))},
             {"name": "trade_response_accept", "bytes": hex::encode(codec::encode(&response))},
         ],
+        "merkle": {
+            "leaves": leaves.iter().map(|(id, e)| json!({"trade_id": hex::encode(id.to_bytes()), "energy_wh": e})).collect::<Vec<_>>(),
+            "root": hex::encode(tree.hash.0),
+            "sum": tree.sum,
+        },
+        "message_id": {
+            "envelope": "offer",
+            "id": hex::encode(Envelope::content_id(&offer.to_bytes()).0),
+        },
         "signature_rule": signature_rule_cases(),
     });
     let mut s = serde_json::to_string_pretty(&doc).expect("json");
