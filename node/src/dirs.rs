@@ -11,7 +11,11 @@ pub fn data_dir(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(d) = explicit {
         return Ok(d);
     }
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(d) = var("WATTMESH_DATA_DIR").or_else(|| var("STATE_DIRECTORY")) {
         return Ok(d);
     }

@@ -143,7 +143,9 @@ pub fn write_new(path: &Path, text: &str) -> Result<(), IdentityError> {
     f.sync_all().map_err(write_err)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         // Make the new directory entry durable too.
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(write_err)?;
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(write_err)?;
     }
     Ok(())
 }
@@ -160,7 +162,11 @@ mod tests {
         assert!(created);
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dir_mode = fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+        let dir_mode = fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(dir_mode, 0o700);
         let (k2, created) = load_or_create(&path).unwrap();
         assert!(!created);
@@ -188,7 +194,10 @@ mod tests {
         let path = dir.path().join("node.key");
         let (_, _) = load_or_create(&path).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(load(&path), Err(IdentityError::Permissions { .. })));
+        assert!(matches!(
+            load(&path),
+            Err(IdentityError::Permissions { .. })
+        ));
         // A directory where the key should be cannot be read as a key.
         let as_dir = dir.path().join("dir.key");
         fs::create_dir(&as_dir).unwrap();

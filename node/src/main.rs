@@ -57,7 +57,11 @@ fn main() -> anyhow::Result<()> {
                 KeysAction::Backup { out } => {
                     identity::write_new(&out, &identity::render(&key))
                         .with_context(|| format!("backing up the key to {}", out.display()))?;
-                    println!("wrote a backup of node {} to {}", key.node_id().short(), out.display());
+                    println!(
+                        "wrote a backup of node {} to {}",
+                        key.node_id().short(),
+                        out.display()
+                    );
                 }
             }
         }

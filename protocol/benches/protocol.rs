@@ -43,7 +43,10 @@ fn ingest_offers(chain: &CharterChain) -> Vec<Vec<u8>> {
     let current = chain.at(sample::NOW_MS);
     let c = &current.charter;
     let per_slot = c.max_open_offers_per_slot as usize;
-    assert_eq!(INGEST_MAKERS * INGEST_SLOTS as usize * per_slot, INGEST_OFFERS);
+    assert_eq!(
+        INGEST_MAKERS * INGEST_SLOTS as usize * per_slot,
+        INGEST_OFFERS
+    );
     let keys: Vec<NodeKey> = (0..INGEST_MAKERS).map(maker_key).collect();
     let template = sample::offer();
     let mut out = Vec::with_capacity(INGEST_OFFERS);
@@ -84,7 +87,9 @@ fn signatures(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("signature");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("sign", |b| b.iter(|| black_box(&key).sign(black_box(&input))));
+    g.bench_function("sign", |b| {
+        b.iter(|| black_box(&key).sign(black_box(&input)))
+    });
     g.bench_function("verify", |b| {
         b.iter(|| sign::verify(black_box(&id), black_box(&input), black_box(&sig)))
     });
