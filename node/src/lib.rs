@@ -2,5 +2,14 @@
 //! identity on disk; networking, storage, meters, the market and the web UI land here as their
 //! issues are taken (see docs/ARCHITECTURE.md).
 
+pub mod book;
+pub mod clock;
+pub mod config;
+pub mod control;
 pub mod dirs;
 pub mod identity;
+pub mod neighbourhood;
+pub mod net;
+pub mod node;
+pub mod store;
+pub mod worker;

@@ -1,9 +1,15 @@
 //! The `wattmesh` command.
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
-use std::path::PathBuf;
-use wattmesh_node::{dirs, identity};
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use wattmesh_node::config::Config;
+use wattmesh_node::control::{self, ControlRequest};
+use wattmesh_node::neighbourhood::{Invite, Neighbourhood};
+use wattmesh_node::node::{self, NodeOptions, PostOffer, SideArg};
+use wattmesh_node::store::Store;
+use wattmesh_node::{clock, dirs, identity};
 
 /// wattmesh: trade rooftop-solar surplus with your neighbours, with no company in the middle.
 #[derive(Debug, Parser)]
@@ -13,17 +19,91 @@ struct Cli {
     /// ~/.local/share/wattmesh).
     #[arg(long, global = true, env = "WATTMESH_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The config file (default: <data dir>/wattmesh.toml).
+    #[arg(long, global = true, env = "WATTMESH_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Set up a node: create its key, config and data directory, and found a new
+    /// neighbourhood (--found) or join one with an invite code (--join).
+    Init {
+        /// Found a new neighbourhood with this name, with this node as its first admin.
+        #[arg(long, conflicts_with = "join")]
+        found: Option<String>,
+        /// Join a neighbourhood with an invite code from a neighbour.
+        #[arg(long)]
+        join: Option<String>,
+        /// Address to listen on, written into the new config (e.g. /ip4/0.0.0.0/tcp/4100).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Join a neighbourhood with an invite code (same as `init --join CODE`).
+    Join {
+        /// The invite code (starts with wm1-).
+        code: String,
+    },
+    /// Run the node until interrupted (Ctrl-C or SIGTERM stop it gracefully).
+    Run,
+    /// Show the running node's status: identity, neighbourhood, clock, peers, offers.
+    Status {
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an invite code for a neighbour, with this running node's addresses to dial.
+    Invite {
+        /// Addresses to put in the invite instead of the node's listening addresses.
+        #[arg(long)]
+        bootstrap: Vec<String>,
+    },
+    /// Post a sell or buy offer from the running node.
+    Offer {
+        /// sell or buy.
+        side: SideCli,
+        /// Energy in Wh.
+        #[arg(long)]
+        wh: u64,
+        /// Limit price in minor currency units (cents) per kWh, e.g. 9.5.
+        #[arg(long)]
+        price: String,
+        /// The slot start (UTC ms); the first slot open for trading if absent.
+        #[arg(long)]
+        slot: Option<u64>,
+    },
+    /// Cancel one of the running node's own offers.
+    Cancel {
+        /// The offer's nonce (see `wattmesh offers`).
+        nonce: u64,
+    },
+    /// List the offers the running node knows.
+    Offers,
+    /// Export what the node holds as CSV, for a range of delivery slots.
+    Export {
+        /// First slot start to include, UTC ms (default: all).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Last slot start to include, UTC ms (default: all).
+        #[arg(long, default_value_t = u64::MAX)]
+        to: u64,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Show or back up the node's identity key (created on first use).
     Keys {
         #[command(subcommand)]
         action: KeysAction,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SideCli {
+    Sell,
+    Buy,
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,34 +117,362 @@ enum KeysAction {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+/// Parses a price in minor units per kWh with up to three decimals ("9.5" -> 9500), without
+/// floating point.
+fn parse_price(s: &str) -> anyhow::Result<u64> {
+    let (whole, frac) = s.trim().split_once('.').unwrap_or((s.trim(), ""));
+    if frac.len() > 3 || whole.is_empty() && frac.is_empty() {
+        bail!("price {s:?}: give cents per kWh with at most three decimals, e.g. 9.5");
+    }
+    let w: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().with_context(|| format!("price {s:?}"))?
+    };
+    let f: u64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<3}")
+            .parse()
+            .with_context(|| format!("price {s:?}"))?
+    };
+    w.checked_mul(1000)
+        .and_then(|x| x.checked_add(f))
+        .context("price too large")
+}
+
+fn config_path(cli_config: &Option<PathBuf>, data_dir: &Path) -> PathBuf {
+    cli_config
+        .clone()
+        .unwrap_or_else(|| data_dir.join("wattmesh.toml"))
+}
+
+fn now_ms() -> u64 {
+    clock::Clock::new(&Default::default()).now_ms()
+}
+
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let data_dir = dirs::data_dir(cli.data_dir)?;
-    let key_path = dirs::key_path(&data_dir);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(real_main(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole chain of causes, without a backtrace: these are messages for people.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let data_dir = dirs::data_dir(cli.data_dir.clone())?;
+    let cfg_path = config_path(&cli.config, &data_dir);
     match cli.command {
-        Command::Keys { action } => {
-            let (key, created) = identity::load_or_create(&key_path)?;
-            match action {
-                KeysAction::Show => {
-                    if created {
-                        eprintln!("created a new node key at {}", key_path.display());
-                    }
-                    let id = key.node_id();
-                    println!("node id:    {id}");
-                    println!("short form: {}", id.short());
-                    println!("key file:   {}", key_path.display());
-                }
-                KeysAction::Backup { out } => {
-                    identity::write_new(&out, &identity::render(&key))
-                        .with_context(|| format!("backing up the key to {}", out.display()))?;
-                    println!(
-                        "wrote a backup of node {} to {}",
-                        key.node_id().short(),
-                        out.display()
-                    );
-                }
+        Command::Init {
+            found,
+            join,
+            listen,
+        } => init(&data_dir, &cfg_path, found, join, listen),
+        Command::Join { code } => init(&data_dir, &cfg_path, None, Some(code), None),
+        Command::Run => run(&data_dir, &cfg_path).await,
+        Command::Status { json } => {
+            let v = ok(control::call(&data_dir, &ControlRequest::Status).await?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v["status"])?);
+            } else {
+                print_status(&v["status"]);
             }
+            Ok(())
+        }
+        Command::Invite { bootstrap } => {
+            let v = ok(control::call(&data_dir, &ControlRequest::Invite { bootstrap }).await?)?;
+            println!("{}", v["code"].as_str().unwrap_or(""));
+            eprintln!(
+                "This code carries the neighbourhood's network key: give it only to the neighbour \
+                 you are inviting. (Single-use, expiring invites come with the roster, issue 4.)"
+            );
+            Ok(())
+        }
+        Command::Offer {
+            side,
+            wh,
+            price,
+            slot,
+        } => {
+            let p = PostOffer {
+                side: match side {
+                    SideCli::Sell => SideArg::Sell,
+                    SideCli::Buy => SideArg::Buy,
+                },
+                quantity_wh: wh,
+                price: parse_price(&price)?,
+                slot_ms: slot,
+                min_fill_wh: None,
+            };
+            let v = ok(control::call(&data_dir, &ControlRequest::Post(p)).await?)?;
+            println!("{}", serde_json::to_string_pretty(&v["offer"])?);
+            Ok(())
+        }
+        Command::Cancel { nonce } => {
+            ok(control::call(&data_dir, &ControlRequest::Cancel { nonce }).await?)?;
+            println!("cancelled");
+            Ok(())
+        }
+        Command::Offers => {
+            let v = ok(control::call(&data_dir, &ControlRequest::Offers).await?)?;
+            print_offers(
+                v["offers"].as_array().map(Vec::as_slice).unwrap_or(&[]),
+                &mut std::io::stdout(),
+            )?;
+            Ok(())
+        }
+        Command::Export { from, to, out } => {
+            let v = ok(control::call(&data_dir, &ControlRequest::Offers).await?)?;
+            let rows: Vec<Value> = v["offers"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|o| o["slot_ms"].as_u64().is_some_and(|s| s >= from && s <= to))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            match out {
+                Some(path) => {
+                    let mut f = std::fs::File::create(&path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    print_offers(&rows, &mut f)?;
+                }
+                None => print_offers(&rows, &mut std::io::stdout())?,
+            }
+            Ok(())
+        }
+        Command::Keys { action } => keys(&data_dir, action),
+    }
+}
+
+fn ok(v: Value) -> anyhow::Result<Value> {
+    if v["ok"].as_bool() == Some(true) {
+        Ok(v)
+    } else {
+        bail!("{}", v["error"].as_str().unwrap_or("the node refused"))
+    }
+}
+
+fn open_store(data_dir: &Path, cfg_path: &Path) -> anyhow::Result<Store> {
+    let cfg = Config::load(cfg_path)?;
+    Ok(Store::open(&cfg.database_path(data_dir))?)
+}
+
+fn init(
+    data_dir: &Path,
+    cfg_path: &Path,
+    found: Option<String>,
+    join: Option<String>,
+    listen: Option<String>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let (key, created) = identity::load_or_create(&dirs::key_path(data_dir))?;
+    if created {
+        println!("created node key {}", dirs::key_path(data_dir).display());
+    }
+    if !cfg_path.exists() {
+        let mut cfg = Config::default();
+        if let Some(l) = listen {
+            cfg.network.listen = vec![l];
+        }
+        if let Some(code) = &join {
+            let (invite, _) = Invite::from_code(code)?;
+            cfg.network.bootstrap = invite.bootstrap.clone();
+        }
+        std::fs::write(cfg_path, toml::to_string_pretty(&cfg)?)
+            .with_context(|| format!("writing {}", cfg_path.display()))?;
+        println!("wrote config {}", cfg_path.display());
+    }
+    let store = open_store(data_dir, cfg_path)?;
+    if let Some(existing) = Neighbourhood::load(data_dir, &store)? {
+        if found.is_some() || join.is_some() {
+            bail!(
+                "this node already belongs to neighbourhood {:?} ({}); use another data directory",
+                existing.chain.latest().charter.name,
+                existing.id().to_hex()
+            );
+        }
+    }
+    match (found, join) {
+        (Some(name), None) => {
+            let n = Neighbourhood::found(data_dir, &store, &key, &name, now_ms())?;
+            println!(
+                "founded neighbourhood {name:?} ({}), with this node as its admin",
+                n.id().to_hex()
+            );
+        }
+        (None, Some(code)) => {
+            let (invite, chain) = Invite::from_code(&code)?;
+            let n = Neighbourhood {
+                chain,
+                psk: invite.psk,
+            };
+            n.save(data_dir, &store)?;
+            println!(
+                "joined neighbourhood {:?} ({})",
+                n.chain.latest().charter.name,
+                n.id().to_hex()
+            );
+        }
+        _ => {}
+    }
+    println!("node id {} ({})", key.node_id(), key.node_id().short());
+    Ok(())
+}
+
+async fn run(data_dir: &Path, cfg_path: &Path) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,libp2p_gossipsub=warn")
+            }),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let config = Config::load(cfg_path)?;
+    let running = node::start(NodeOptions {
+        data_dir: data_dir.to_owned(),
+        config,
+    })
+    .await?;
+    let server = control::serve(data_dir, running.handle.clone()).await?;
+    let status = running.handle.status().await?;
+    for a in &status.listening {
+        tracing::info!(address = %a, "reachable at");
+    }
+    tracing::info!(node = %status.short_id, neighbourhood = %status.neighbourhood, clock = ?status.clock, "running");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut task = running.task;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        r = &mut task => {
+            server.abort();
+            let _ = std::fs::remove_file(control::socket_path(data_dir));
+            return r?;
+        }
+    }
+    tracing::info!("stopping");
+    running.handle.stop().await;
+    let r = task.await?;
+    server.abort();
+    let _ = std::fs::remove_file(control::socket_path(data_dir));
+    r
+}
+
+fn print_status(s: &Value) {
+    println!(
+        "node         {} ({})",
+        s["short_id"].as_str().unwrap_or(""),
+        s["node_id"].as_str().unwrap_or("")
+    );
+    println!(
+        "neighbourhood {} (charter v{})",
+        s["neighbourhood"].as_str().unwrap_or(""),
+        s["charter_version"]
+    );
+    let clock = s["clock"].as_str().unwrap_or("unknown");
+    if clock == "synced" {
+        println!("clock        synchronised");
+    } else {
+        println!(
+            "clock        NOT synchronised: the node signs no offers or attestations until it is"
+        );
+    }
+    for a in s["listening"].as_array().into_iter().flatten() {
+        println!("listening    {}", a.as_str().unwrap_or(""));
+    }
+    let peers = s["peers"].as_array().cloned().unwrap_or_default();
+    println!("peers        {}", peers.len());
+    for p in peers {
+        println!(
+            "  {}  {:<8} {}  score {:.1}",
+            p["node"].as_str().unwrap_or(""),
+            p["reach"].as_str().unwrap_or(""),
+            p["address"].as_str().unwrap_or(""),
+            p["score"].as_f64().unwrap_or(0.0)
+        );
+    }
+    println!("offers       {}", s["offers"]);
+    println!("counters     {}", s["counters"]);
+}
+
+fn print_offers(offers: &[Value], w: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    writeln!(
+        w,
+        "slot_ms,side,maker,nonce,version,quantity_wh,price_millicents_per_kwh,expires_ms"
+    )?;
+    for o in offers {
+        writeln!(
+            w,
+            "{},{},{},{},{},{},{},{}",
+            o["slot_ms"],
+            o["side"].as_str().unwrap_or(""),
+            o["maker"].as_str().unwrap_or(""),
+            o["nonce"],
+            o["version"],
+            o["quantity_wh"],
+            o["price"],
+            o["expires_ms"]
+        )?;
+    }
+    Ok(())
+}
+
+fn keys(data_dir: &Path, action: KeysAction) -> anyhow::Result<()> {
+    let key_path = dirs::key_path(data_dir);
+    let (key, created) = identity::load_or_create(&key_path)?;
+    match action {
+        KeysAction::Show => {
+            if created {
+                eprintln!("created a new node key at {}", key_path.display());
+            }
+            let id = key.node_id();
+            println!("node id:    {id}");
+            println!("short form: {}", id.short());
+            println!(
+                "peer id:    {}",
+                wattmesh_node::net::keypair(&key).public().to_peer_id()
+            );
+            println!("key file:   {}", key_path.display());
+        }
+        KeysAction::Backup { out } => {
+            identity::write_new(&out, &identity::render(&key))
+                .with_context(|| format!("backing up the key to {}", out.display()))?;
+            println!(
+                "wrote a backup of node {} to {}",
+                key.node_id().short(),
+                out.display()
+            );
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_price;
+
+    #[test]
+    fn prices_parse_without_floating_point() {
+        assert_eq!(parse_price("9.5").unwrap(), 9_500);
+        assert_eq!(parse_price("13").unwrap(), 13_000);
+        assert_eq!(parse_price("0.125").unwrap(), 125);
+        assert!(parse_price("1.2345").is_err());
+        assert!(parse_price("abc").is_err());
+        assert!(parse_price(".").is_err());
+    }
 }

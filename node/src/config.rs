@@ -1,0 +1,282 @@
+//! The node's configuration: TOML, every key documented in `configs/node.example.toml`.
+//!
+//! `Config::default()` is a working local try-out: listen on loopback with an ephemeral port,
+//! no mDNS, the control socket and database in the data directory. Neighbourhood rules do not
+//! live here: they come from the signed charter.
+//!
+//! Environment overrides (applied after the file): `WATTMESH_LISTEN` (comma-separated
+//! multiaddrs), `WATTMESH_BOOTSTRAP` (comma-separated multiaddrs with `/p2p/` ids),
+//! `WATTMESH_MDNS` (`on`/`off`), `WATTMESH_CLOCK` (`auto`, `trust`, `unsynced`).
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Networking.
+    pub network: NetworkConfig,
+    /// LAN discovery.
+    pub mdns: MdnsConfig,
+    /// How the node decides whether its clock is synchronised.
+    pub clock: ClockConfig,
+    /// Storage.
+    pub storage: StorageConfig,
+}
+
+/// Networking settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Addresses to listen on (libp2p multiaddrs, TCP only: the private network rules out QUIC).
+    pub listen: Vec<String>,
+    /// Peers to dial at start and whenever disconnected, as multiaddrs ending in `/p2p/<id>`.
+    pub bootstrap: Vec<String>,
+    /// Close a connection after this many seconds without any stream open.
+    pub idle_timeout_secs: u64,
+    /// The most established connections in total.
+    pub max_connections: u32,
+    /// The most established connections with one peer.
+    pub max_connections_per_peer: u32,
+    /// The most inbound requests (trade and sync together) one peer may make per minute.
+    pub requests_per_peer_per_minute: u32,
+    /// Timeout for one request-response exchange, in seconds.
+    pub request_timeout_secs: u64,
+    /// Gossipsub heartbeat, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// How long gossipsub remembers message ids it has seen, in seconds. The application's
+    /// replay window outlives it.
+    pub duplicate_cache_secs: u64,
+}
+
+/// mDNS settings. Off in the built-in default (a try-out must never multicast on a machine's
+/// real interfaces); the Raspberry Pi package's config turns it on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MdnsConfig {
+    /// Whether to announce and browse with mDNS.
+    pub enabled: bool,
+    /// Interfaces to use (names such as `eth0`, `wlan0`). Empty means all of them.
+    pub interfaces: Vec<String>,
+}
+
+/// How to tell whether the clock is synchronised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockCheck {
+    /// Ask the kernel (adjtimex: NTP status); fall back to systemd-timesyncd's flag file.
+    Auto,
+    /// Assume synchronised (the testnet, where all nodes share the host's clock).
+    Trust,
+    /// Treat the clock as unsynchronised (tests of the refusal to sign).
+    Unsynced,
+}
+
+/// Clock settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClockConfig {
+    /// How to check.
+    pub check: ClockCheck,
+    /// A fixed offset added to the system clock, in milliseconds (the testnet's clock skew).
+    pub offset_ms: i64,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The database file; relative paths are inside the data directory.
+    pub database: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            network: NetworkConfig::default(),
+            mdns: MdnsConfig {
+                enabled: false,
+                interfaces: Vec::new(),
+            },
+            clock: ClockConfig {
+                check: ClockCheck::Auto,
+                offset_ms: 0,
+            },
+            storage: StorageConfig {
+                database: PathBuf::from("wattmesh.redb"),
+            },
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".to_owned()],
+            bootstrap: Vec::new(),
+            idle_timeout_secs: 300,
+            max_connections: 128,
+            max_connections_per_peer: 2,
+            requests_per_peer_per_minute: 600,
+            request_timeout_secs: 10,
+            heartbeat_ms: 700,
+            duplicate_cache_secs: 120,
+        }
+    }
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        Config::default().clock
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Config::default().storage
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("the config file {path} is invalid: {message}. See configs/node.example.toml")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, with the line.
+        message: String,
+    },
+    /// An environment override is invalid.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads `path` if it exists (a missing file means the defaults), then applies the
+    /// environment overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let mut cfg = match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        Ok(cfg)
+    }
+
+    /// Applies environment overrides read through `get`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let list = |s: String| -> Vec<String> {
+            s.split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        if let Some(v) = get("WATTMESH_LISTEN") {
+            self.network.listen = list(v);
+        }
+        if let Some(v) = get("WATTMESH_BOOTSTRAP") {
+            self.network.bootstrap = list(v);
+        }
+        if let Some(v) = get("WATTMESH_MDNS") {
+            self.mdns.enabled = match v.as_str() {
+                "on" | "true" | "1" => true,
+                "off" | "false" | "0" => false,
+                _ => {
+                    return Err(ConfigError::Env {
+                        var: "WATTMESH_MDNS",
+                        message: format!("expected on or off, got {v:?}"),
+                    });
+                }
+            };
+        }
+        if let Some(v) = get("WATTMESH_CLOCK") {
+            self.clock.check = match v.as_str() {
+                "auto" => ClockCheck::Auto,
+                "trust" => ClockCheck::Trust,
+                "unsynced" => ClockCheck::Unsynced,
+                _ => {
+                    return Err(ConfigError::Env {
+                        var: "WATTMESH_CLOCK",
+                        message: format!("expected auto, trust or unsynced, got {v:?}"),
+                    });
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// The database path, resolved against the data directory.
+    pub fn database_path(&self, data_dir: &Path) -> PathBuf {
+        data_dir.join(&self.storage.database)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_equals_the_defaults() {
+        let text = include_str!("../../configs/node.example.toml");
+        let cfg: Config = toml::from_str(text).unwrap();
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wattmesh.toml");
+        std::fs::write(&path, "[network]\nlisten_on = []\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("wattmesh.toml") && err.contains("listen_on"),
+            "{err}"
+        );
+        std::fs::write(&path, "[clock]\ncheck = \"sometimes\"\n").unwrap();
+        assert!(Config::load(&path).is_err());
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let mut cfg = Config::default();
+        cfg.apply_env(|k| match k {
+            "WATTMESH_BOOTSTRAP" => Some("/ip4/127.0.0.1/tcp/1, /ip4/127.0.0.1/tcp/2".into()),
+            "WATTMESH_MDNS" => Some("off".into()),
+            "WATTMESH_CLOCK" => Some("trust".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(cfg.network.bootstrap.len(), 2);
+        assert_eq!(cfg.clock.check, ClockCheck::Trust);
+        assert!(
+            cfg.apply_env(|k| (k == "WATTMESH_MDNS").then(|| "maybe".into()))
+                .is_err()
+        );
+    }
+}

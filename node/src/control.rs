@@ -1,0 +1,158 @@
+//! The local control socket: `wattmesh status` and the other commands talk to a running node
+//! through a Unix socket in its data directory (mode 0600, so only the node's user can use
+//! it), one JSON request per line, one JSON answer per line. No browser session is involved.
+
+use crate::node::{NodeHandle, PostOffer};
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::debug;
+
+/// The socket's path in a data directory.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("control.sock")
+}
+
+/// A request on the control socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum ControlRequest {
+    /// The node's status.
+    Status,
+    /// The order book.
+    Offers,
+    /// Post an offer.
+    Post(PostOffer),
+    /// Cancel an own offer.
+    Cancel {
+        /// Its nonce.
+        nonce: u64,
+    },
+    /// Dial a peer.
+    Dial {
+        /// Its multiaddr.
+        addr: String,
+    },
+    /// An invite code for a neighbour.
+    Invite {
+        /// Addresses to put in it instead of the node's listening addresses.
+        #[serde(default)]
+        bootstrap: Vec<String>,
+    },
+    /// Stop the node.
+    Stop,
+}
+
+/// The longest request line accepted.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Serves the control socket until the node stops.
+pub async fn serve(
+    data_dir: &Path,
+    node: NodeHandle,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let path = socket_path(data_dir);
+    if path.exists() {
+        // A socket left by a node that died; if a live node holds it, connecting succeeds.
+        if UnixStream::connect(&path).await.is_ok() {
+            anyhow::bail!(
+                "another wattmesh node is already running with data directory {}",
+                data_dir.display()
+            );
+        }
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let node = node.clone();
+            tokio::spawn(async move {
+                if let Err(e) = connection(stream, node).await {
+                    debug!("control connection: {e}");
+                }
+            });
+        }
+    }))
+}
+
+async fn connection(stream: UnixStream, node: NodeHandle) -> anyhow::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r.take(MAX_LINE as u64 * 64)).lines();
+    while let Some(line) = lines.next_line().await? {
+        if line.len() > MAX_LINE {
+            break;
+        }
+        let answer = match serde_json::from_str::<ControlRequest>(&line) {
+            Ok(req) => handle(req, &node).await,
+            Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}),
+        };
+        w.write_all(format!("{answer}\n").as_bytes()).await?;
+    }
+    Ok(())
+}
+
+async fn handle(req: ControlRequest, node: &NodeHandle) -> serde_json::Value {
+    use serde_json::json;
+    let stopped = || json!({"ok": false, "error": "the node is stopping"});
+    match req {
+        ControlRequest::Status => match node.status().await {
+            Ok(s) => json!({"ok": true, "status": s}),
+            Err(_) => stopped(),
+        },
+        ControlRequest::Offers => match node.offers().await {
+            Ok(o) => json!({"ok": true, "offers": o}),
+            Err(_) => stopped(),
+        },
+        ControlRequest::Post(p) => match node.post(p).await {
+            Ok(Ok(o)) => json!({"ok": true, "offer": o}),
+            Ok(Err(e)) => json!({"ok": false, "error": e}),
+            Err(_) => stopped(),
+        },
+        ControlRequest::Cancel { nonce } => match node.cancel(nonce).await {
+            Ok(Ok(())) => json!({"ok": true}),
+            Ok(Err(e)) => json!({"ok": false, "error": e}),
+            Err(_) => stopped(),
+        },
+        ControlRequest::Dial { addr } => match addr.parse() {
+            Ok(a) => match node.dial(a).await {
+                Ok(Ok(())) => json!({"ok": true}),
+                Ok(Err(e)) => json!({"ok": false, "error": e}),
+                Err(_) => stopped(),
+            },
+            Err(e) => json!({"ok": false, "error": format!("not a multiaddr: {e}")}),
+        },
+        ControlRequest::Invite { bootstrap } => match node.invite(bootstrap).await {
+            Ok(code) => json!({"ok": true, "code": code}),
+            Err(_) => stopped(),
+        },
+        ControlRequest::Stop => {
+            node.stop().await;
+            json!({"ok": true})
+        }
+    }
+}
+
+/// Sends one request to the node at `data_dir` and returns its answer.
+pub async fn call(data_dir: &Path, req: &ControlRequest) -> anyhow::Result<serde_json::Value> {
+    let path = socket_path(data_dir);
+    let stream = UnixStream::connect(&path).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach a running node at {} ({e}). Is `wattmesh run` running with this data directory?",
+            path.display()
+        )
+    })?;
+    let (r, mut w) = stream.into_split();
+    w.write_all(format!("{}\n", serde_json::to_string(req)?).as_bytes())
+        .await?;
+    let mut lines = BufReader::new(r).lines();
+    let line = lines
+        .next_line()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the node closed the control connection"))?;
+    Ok(serde_json::from_str(&line)?)
+}
+
+use tokio::io::AsyncReadExt as _;

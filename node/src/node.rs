@@ -1,0 +1,767 @@
+//! The running node: wires the identity, the database, the network, the validation worker and
+//! the control interface together, and keeps the order book. The node task owns the state; the
+//! swarm task owns the network; the worker thread owns validation; database commits run on
+//! blocking threads.
+
+use crate::book::{Book, OfferView};
+use crate::clock::{Clock, ClockState};
+use crate::config::Config;
+use crate::neighbourhood::Neighbourhood;
+use crate::net::behaviour::{BehaviourSettings, TopicKind};
+use crate::net::{self, NetConfig, NetEvent, NetHandle, PeerInfo};
+use crate::store::Store;
+use crate::worker::{self, Outcome, Work};
+use crate::{dirs, identity};
+use anyhow::{Context, bail};
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, debug, info, info_span, warn};
+use wattmesh_protocol::envelope::Envelope;
+use wattmesh_protocol::offer::{Offer, OfferId, Side};
+use wattmesh_protocol::sync::{MAX_SYNC_ITEMS, SyncRequest, SyncResponse};
+use wattmesh_protocol::trade::{RejectReason, TradeRequest, TradeResponse};
+use wattmesh_protocol::validate::{self, Msg};
+use wattmesh_protocol::{NodeKey, slot};
+
+/// What the owner asks for when posting an offer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PostOffer {
+    /// Sell or buy.
+    pub side: SideArg,
+    /// Energy, Wh.
+    pub quantity_wh: u64,
+    /// Limit price, thousandths of a minor unit per kWh.
+    pub price: u64,
+    /// The slot; the first slot still open for trading if absent.
+    #[serde(default)]
+    pub slot_ms: Option<u64>,
+    /// The smallest fill accepted; 1 Wh if absent.
+    #[serde(default)]
+    pub min_fill_wh: Option<u64>,
+}
+
+/// Sell or buy, as the API spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SideArg {
+    /// Sell.
+    Sell,
+    /// Buy.
+    Buy,
+}
+
+/// Counters shown by `status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counters {
+    /// Gossip messages accepted.
+    pub gossip_accepted: u64,
+    /// Gossip messages rejected as provably invalid.
+    pub gossip_rejected: u64,
+    /// Gossip messages ignored (time-dependent, replays, unknown versions).
+    pub gossip_ignored: u64,
+    /// Replays refused (part of the ignored).
+    pub replays_refused: u64,
+    /// Envelopes accepted from sync.
+    pub sync_accepted: u64,
+    /// Envelopes from sync refused.
+    pub sync_refused: u64,
+    /// Inbound requests refused for exceeding a peer's quota.
+    pub requests_over_quota: u64,
+    /// Messages dropped because the worker's queue was full.
+    pub work_dropped: u64,
+}
+
+/// The node's status, as `wattmesh status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Full node id.
+    pub node_id: String,
+    /// Short node id.
+    pub short_id: String,
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Neighbourhood name.
+    pub neighbourhood: String,
+    /// Neighbourhood id (hex).
+    pub neighbourhood_id: String,
+    /// Charter version in effect.
+    pub charter_version: u32,
+    /// Whether the clock is synchronised (the node signs nothing when it is not).
+    pub clock: ClockState,
+    /// Now, UTC ms, as the node sees it.
+    pub now_ms: u64,
+    /// Listening addresses, with `/p2p/<id>`.
+    pub listening: Vec<String>,
+    /// Connected peers.
+    pub peers: Vec<PeerInfo>,
+    /// Offers in the book.
+    pub offers: usize,
+    /// Counters.
+    pub counters: Counters,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+}
+
+type Reply<T> = oneshot::Sender<T>;
+
+#[derive(Debug)]
+enum Request {
+    Status(Reply<Status>),
+    Offers(Reply<Vec<OfferView>>),
+    Post(PostOffer, Reply<Result<OfferView, String>>),
+    Cancel(u64, Reply<Result<(), String>>),
+    Dial(Multiaddr, Reply<Result<(), String>>),
+    Score(PeerId, Reply<Option<f64>>),
+    PublishRaw(TopicKind, Vec<u8>, Reply<Result<(), String>>),
+    Invite(Vec<String>, Reply<String>),
+    Stop(Reply<()>),
+}
+
+/// A handle to a running node. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    tx: mpsc::Sender<Request>,
+    /// The node's peer id.
+    pub peer_id: PeerId,
+}
+
+/// The node has stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("the node has stopped")]
+pub struct Stopped;
+
+impl NodeHandle {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, Stopped> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// The status.
+    pub async fn status(&self) -> Result<Status, Stopped> {
+        self.ask(Request::Status).await
+    }
+
+    /// The offers in the book.
+    pub async fn offers(&self) -> Result<Vec<OfferView>, Stopped> {
+        self.ask(Request::Offers).await
+    }
+
+    /// Signs, stores and publishes a new offer.
+    pub async fn post(&self, p: PostOffer) -> Result<Result<OfferView, String>, Stopped> {
+        self.ask(|r| Request::Post(p, r)).await
+    }
+
+    /// Cancels one of the node's own offers.
+    pub async fn cancel(&self, nonce: u64) -> Result<Result<(), String>, Stopped> {
+        self.ask(|r| Request::Cancel(nonce, r)).await
+    }
+
+    /// Dials an address (and keeps redialling it while disconnected).
+    pub async fn dial(&self, addr: Multiaddr) -> Result<Result<(), String>, Stopped> {
+        self.ask(|r| Request::Dial(addr, r)).await
+    }
+
+    /// A peer's gossipsub score.
+    pub async fn score(&self, peer: PeerId) -> Result<Option<f64>, Stopped> {
+        self.ask(|r| Request::Score(peer, r)).await
+    }
+
+    /// Publishes raw bytes on a topic, bypassing every check. For fault-injection tests and
+    /// the testnet's hostile home only.
+    pub async fn publish_raw(
+        &self,
+        topic: TopicKind,
+        bytes: Vec<u8>,
+    ) -> Result<Result<(), String>, Stopped> {
+        self.ask(|r| Request::PublishRaw(topic, bytes, r)).await
+    }
+
+    /// An invite code carrying the network key, the charters and addresses to dial
+    /// (`bootstrap`, or the node's own listening addresses if empty).
+    pub async fn invite(&self, bootstrap: Vec<String>) -> Result<String, Stopped> {
+        self.ask(|r| Request::Invite(bootstrap, r)).await
+    }
+
+    /// Stops the node gracefully.
+    pub async fn stop(&self) {
+        let _ = self.ask(Request::Stop).await;
+    }
+}
+
+/// How to start a node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The configuration.
+    pub config: Config,
+}
+
+/// A started node: its handle and the task to await for its end.
+#[derive(Debug)]
+pub struct Running {
+    /// The handle.
+    pub handle: NodeHandle,
+    /// Finishes when the node stops.
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+fn parse_addrs(list: &[String], what: &str) -> anyhow::Result<Vec<Multiaddr>> {
+    list.iter()
+        .map(|a| {
+            a.parse::<Multiaddr>()
+                .with_context(|| format!("{what} address {a:?} is not a multiaddr"))
+        })
+        .collect()
+}
+
+/// Starts a node: loads its key, database and neighbourhood, and starts the network.
+pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
+    let data_dir = opts.data_dir.clone();
+    let cfg = opts.config.clone();
+    let (key, created) = identity::load_or_create(&dirs::key_path(&data_dir))?;
+    if created {
+        info!("created a new node key");
+    }
+    let db_path = cfg.database_path(&data_dir);
+    let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
+    let n = {
+        let (store, dir) = (store.clone(), data_dir.clone());
+        tokio::task::spawn_blocking(move || Neighbourhood::load(&dir, &store)).await??
+    };
+    let Some(n) = n else {
+        bail!(
+            "this node has not joined a neighbourhood yet: run `wattmesh init --found NAME` to \
+             found one, or `wattmesh join CODE` with an invite from a neighbour"
+        );
+    };
+    let clock = Clock::new(&cfg.clock);
+    let settings = BehaviourSettings {
+        neighbourhood: n.id(),
+        heartbeat: Duration::from_millis(cfg.network.heartbeat_ms.max(50)),
+        duplicate_cache: Duration::from_secs(cfg.network.duplicate_cache_secs.max(1)),
+        request_timeout: Duration::from_secs(cfg.network.request_timeout_secs.max(1)),
+        max_connections: cfg.network.max_connections,
+        max_connections_per_peer: cfg.network.max_connections_per_peer.max(1),
+    };
+    let mut bootstrap = parse_addrs(&cfg.network.bootstrap, "bootstrap")?;
+    {
+        // Peers remembered from earlier runs are redialled too.
+        let store = store.clone();
+        let known = tokio::task::spawn_blocking(move || store.peers()).await??;
+        for (peer, addrs) in known {
+            let Ok(peer) = PeerId::from_bytes(&peer) else {
+                continue;
+            };
+            for a in addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+                let with_id = a.with_p2p(peer).unwrap_or_else(|a| a);
+                if !bootstrap.contains(&with_id) {
+                    bootstrap.push(with_id);
+                }
+            }
+        }
+    }
+    let net_cfg = NetConfig {
+        behaviour: settings,
+        psk: n.psk,
+        listen: parse_addrs(&cfg.network.listen, "listen")?,
+        bootstrap,
+        idle_timeout: Duration::from_secs(cfg.network.idle_timeout_secs.max(1)),
+    };
+    let (net, events) = net::spawn(&key, net_cfg)?;
+    let (out_tx, out_rx) = mpsc::channel(worker::WORK_QUEUE);
+    let work = worker::spawn(n.chain.clone(), clock.clone(), net.clone(), out_tx)?;
+    let (tx, rx) = mpsc::channel(256);
+    let handle = NodeHandle {
+        tx,
+        peer_id: net.local_peer_id(),
+    };
+    let span = info_span!("node", id = %key.node_id().short());
+    let mut core = Core {
+        key,
+        n,
+        clock,
+        store,
+        net,
+        work,
+        book: Book::new(),
+        counters: Counters::default(),
+        quotas: HashMap::new(),
+        quota_per_minute: cfg.network.requests_per_peer_per_minute.max(1),
+        pending_store: Vec::new(),
+        started: Instant::now(),
+    };
+    core.restore().await?;
+    let task = tokio::spawn(core.run(rx, events, out_rx).instrument(span));
+    Ok(Running { handle, task })
+}
+
+struct Core {
+    key: NodeKey,
+    n: Neighbourhood,
+    clock: Clock,
+    store: Store,
+    net: NetHandle,
+    work: mpsc::Sender<Work>,
+    book: Book,
+    counters: Counters,
+    quotas: HashMap<PeerId, (Instant, u32)>,
+    quota_per_minute: u32,
+    pending_store: Vec<(OfferId, Vec<u8>)>,
+    started: Instant,
+}
+
+impl Core {
+    /// Loads the offers stored before a restart into the book and the replay window.
+    async fn restore(&mut self) -> anyhow::Result<()> {
+        let store = self.store.clone();
+        let stored = tokio::task::spawn_blocking(move || store.offers()).await??;
+        let now = self.clock.now_ms();
+        for bytes in stored {
+            let Ok(acc) = validate::validate_archival(&bytes, &self.n.chain, false) else {
+                continue;
+            };
+            if let Msg::Offer(o) = acc.msg {
+                if o.expires_ms >= now {
+                    let _ = self.work.send(Work::Own(Box::new(o.clone()))).await;
+                    self.book.insert(o, bytes);
+                }
+            }
+        }
+        info!(offers = self.book.len(), "restored");
+        Ok(())
+    }
+
+    async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut events: mpsc::Receiver<NetEvent>,
+        mut outcomes: mpsc::Receiver<Outcome>,
+    ) -> anyhow::Result<()> {
+        let mut flush = tokio::time::interval(Duration::from_millis(200));
+        let mut prune = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                req = requests.recv() => match req {
+                    Some(Request::Stop(reply)) => {
+                        self.flush().await;
+                        self.net.stop().await;
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(req) => self.request(req).await,
+                    None => break,
+                },
+                ev = events.recv() => match ev {
+                    Some(ev) => self.net_event(ev).await,
+                    None => bail!("the network task stopped"),
+                },
+                Some(outcome) = outcomes.recv() => self.outcome(outcome),
+                _ = flush.tick() => self.flush().await,
+                _ = prune.tick() => self.prune().await,
+            }
+        }
+        info!("stopped");
+        Ok(())
+    }
+
+    /// Commits the accepted offers gathered since the last flush, in one transaction.
+    async fn flush(&mut self) {
+        if self.pending_store.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending_store);
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.put_offers(&batch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!("storing offers failed: {e}"),
+            Err(e) => warn!("storing offers panicked: {e}"),
+        }
+    }
+
+    async fn prune(&mut self) {
+        let gone = self.book.prune(self.clock.now_ms());
+        if !gone.is_empty() {
+            let store = self.store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.remove_offers(&gone)).await;
+        }
+        self.quotas
+            .retain(|_, (t, _)| t.elapsed() < Duration::from_secs(60));
+    }
+
+    fn outcome(&mut self, o: Outcome) {
+        match o {
+            Outcome::Accepted { accepted, synced } => {
+                if synced {
+                    self.counters.sync_accepted += 1;
+                } else {
+                    self.counters.gossip_accepted += 1;
+                }
+                let bytes = accepted.envelope.to_bytes();
+                match accepted.msg {
+                    Msg::Offer(o) => {
+                        let id = o.id();
+                        if self.book.insert(o, bytes.clone()) {
+                            self.pending_store.push((id, bytes));
+                        }
+                    }
+                    Msg::Attestation(_) => {
+                        // Stored and used once the meter and market issues land.
+                    }
+                    _ => {}
+                }
+            }
+            Outcome::Refused { why, synced } => {
+                if synced {
+                    self.counters.sync_refused += 1;
+                } else if why.is_provable() {
+                    self.counters.gossip_rejected += 1;
+                } else {
+                    self.counters.gossip_ignored += 1;
+                }
+                if why == validate::Invalid::Replay {
+                    self.counters.replays_refused += 1;
+                }
+            }
+        }
+    }
+
+    /// Counts an inbound request against the peer's quota; false when over it.
+    fn within_quota(&mut self, peer: PeerId) -> bool {
+        let e = self.quotas.entry(peer).or_insert((Instant::now(), 0));
+        if e.0.elapsed() >= Duration::from_secs(60) {
+            *e = (Instant::now(), 0);
+        }
+        e.1 += 1;
+        if e.1 > self.quota_per_minute {
+            self.counters.requests_over_quota += 1;
+            return false;
+        }
+        true
+    }
+
+    async fn net_event(&mut self, ev: NetEvent) {
+        match ev {
+            NetEvent::Gossip {
+                topic,
+                id,
+                source,
+                data,
+            } => {
+                if let Err(e) = self.work.try_send(Work::Gossip {
+                    topic,
+                    id,
+                    source,
+                    data,
+                }) {
+                    self.counters.work_dropped += 1;
+                    if let mpsc::error::TrySendError::Full(Work::Gossip { id, source, .. }) = e {
+                        self.net
+                            .report(id, source, libp2p::gossipsub::MessageAcceptance::Ignore);
+                    }
+                }
+            }
+            NetEvent::SyncRequest {
+                peer,
+                request,
+                channel,
+            } => {
+                let resp = if self.within_quota(peer) {
+                    self.answer_sync(request)
+                } else {
+                    SyncResponse::Refused
+                };
+                let _ = self.net.respond_sync(channel, resp).await;
+            }
+            NetEvent::TradeRequest {
+                peer,
+                request,
+                channel,
+            } => {
+                let resp = if self.within_quota(peer) {
+                    self.answer_trade(peer, request)
+                } else {
+                    TradeResponse::Reject(RejectReason::Busy)
+                };
+                let _ = self.net.respond_trade(channel, resp).await;
+            }
+            NetEvent::PeerConnected(peer, addr) => {
+                self.remember_peer(peer, addr);
+                self.catch_up(peer);
+            }
+            NetEvent::PeerDisconnected(_) | NetEvent::Listening(_) => {}
+        }
+    }
+
+    fn remember_peer(&self, peer: PeerId, addr: Multiaddr) {
+        // Only addresses we dialled are worth redialling (an inbound address is an
+        // ephemeral port); identify refines this with issue 4.
+        if !addr
+            .iter()
+            .any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(port) if port != 0))
+        {
+            return;
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = store.put_peer(&peer.to_bytes(), &[addr.to_string()]);
+        });
+    }
+
+    /// Fetches a newly connected peer's offers, page by page, through the worker.
+    fn catch_up(&self, peer: PeerId) {
+        let net = self.net.clone();
+        let work = self.work.clone();
+        let from = slot::slot_start(&self.n.chain.latest().charter, self.clock.now_ms());
+        tokio::spawn(async move {
+            let mut skip = 0u32;
+            for _ in 0..64 {
+                let req = SyncRequest::Offers {
+                    from_slot_ms: from,
+                    skip,
+                };
+                match net.sync(peer, req).await {
+                    Ok(Ok(SyncResponse::Envelopes { items, more })) => {
+                        let n = items.len().min(MAX_SYNC_ITEMS);
+                        for item in items.into_iter().take(MAX_SYNC_ITEMS) {
+                            if work.send(Work::Synced(item)).await.is_err() {
+                                return;
+                            }
+                        }
+                        if !more || n == 0 {
+                            return;
+                        }
+                        skip += n as u32;
+                    }
+                    Ok(Ok(SyncResponse::Refused)) => return,
+                    Ok(Err(e)) => {
+                        debug!(%peer, "sync failed: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+
+    fn answer_sync(&self, req: SyncRequest) -> SyncResponse {
+        match req {
+            SyncRequest::Offers { from_slot_ms, skip } => {
+                let all = self.book.sorted_from(from_slot_ms);
+                let start = (skip as usize).min(all.len());
+                let page: Vec<Vec<u8>> = all[start..]
+                    .iter()
+                    .take(MAX_SYNC_ITEMS)
+                    .map(|e| e.envelope.clone())
+                    .collect();
+                let more = start + page.len() < all.len();
+                SyncResponse::Envelopes { items: page, more }
+            }
+            SyncRequest::Charters { from_version } => SyncResponse::Envelopes {
+                items: self
+                    .n
+                    .chain
+                    .versions()
+                    .iter()
+                    .filter(|c| c.charter.version >= from_version)
+                    .map(|c| c.envelope.to_bytes())
+                    .collect(),
+                more: false,
+            },
+            // The node keeps no attestations or trades yet (issues 5 and 6): nothing to send.
+            SyncRequest::Attestations { .. } | SyncRequest::Shared { .. } => {
+                SyncResponse::Envelopes {
+                    items: Vec::new(),
+                    more: false,
+                }
+            }
+        }
+    }
+
+    fn answer_trade(&self, _peer: PeerId, _req: TradeRequest) -> TradeResponse {
+        // The handshake lands with the market (issue 6); until then no offer can be taken.
+        TradeResponse::Reject(RejectReason::UnknownOffer)
+    }
+
+    async fn request(&mut self, req: Request) {
+        match req {
+            Request::Status(reply) => {
+                let listening = self
+                    .net
+                    .listening()
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|a| {
+                        a.with_p2p(self.net.local_peer_id())
+                            .unwrap_or_else(|a| a)
+                            .to_string()
+                    })
+                    .collect();
+                let peers = self.net.peers().await.unwrap_or_default();
+                let now = self.clock.now_ms();
+                let charter = self.n.chain.at(now);
+                let _ = reply.send(Status {
+                    node_id: self.key.node_id().to_hex(),
+                    short_id: self.key.node_id().short(),
+                    peer_id: self.net.local_peer_id().to_string(),
+                    neighbourhood: charter.charter.name.clone(),
+                    neighbourhood_id: self.n.id().to_hex(),
+                    charter_version: charter.charter.version,
+                    clock: self.clock.state(),
+                    now_ms: now,
+                    listening,
+                    peers,
+                    offers: self.book.len(),
+                    counters: self.counters.clone(),
+                    uptime_secs: self.started.elapsed().as_secs(),
+                });
+            }
+            Request::Offers(reply) => {
+                let list = self
+                    .book
+                    .sorted_from(0)
+                    .into_iter()
+                    .map(|e| OfferView::from(&e.offer))
+                    .collect();
+                let _ = reply.send(list);
+            }
+            Request::Post(p, reply) => {
+                let r = self.post(p).await;
+                let _ = reply.send(r);
+            }
+            Request::Cancel(nonce, reply) => {
+                let r = self.cancel(nonce).await;
+                let _ = reply.send(r);
+            }
+            Request::Dial(addr, reply) => {
+                let r = self
+                    .net
+                    .dial(addr)
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                let _ = reply.send(r);
+            }
+            Request::Score(peer, reply) => {
+                let _ = reply.send(self.net.score(peer).await.ok().flatten());
+            }
+            Request::PublishRaw(topic, bytes, reply) => {
+                let r = self
+                    .net
+                    .publish(topic, bytes)
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                let _ = reply.send(r);
+            }
+            Request::Invite(bootstrap, reply) => {
+                let bootstrap = if bootstrap.is_empty() {
+                    self.net
+                        .listening()
+                        .await
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|a| {
+                            a.with_p2p(self.net.local_peer_id())
+                                .unwrap_or_else(|a| a)
+                                .to_string()
+                        })
+                        .collect()
+                } else {
+                    bootstrap
+                };
+                let invite = crate::neighbourhood::Invite {
+                    psk: self.n.psk,
+                    charters: self
+                        .n
+                        .chain
+                        .versions()
+                        .iter()
+                        .map(|c| c.envelope.to_bytes())
+                        .collect(),
+                    bootstrap,
+                };
+                let _ = reply.send(invite.to_code());
+            }
+            Request::Stop(_) => unreachable!("handled in run"),
+        }
+    }
+
+    /// Signs, checks, stores durably and publishes one of our own offer versions.
+    async fn sign_and_publish(&mut self, offer: Offer) -> Result<OfferView, String> {
+        if !self.clock.may_sign() {
+            return Err(
+                "the clock is not synchronised; refusing to sign (see `wattmesh status`)".into(),
+            );
+        }
+        let now = self.clock.now_ms();
+        let charter = self.n.chain.at(now);
+        validate::check_offer(&charter.charter, &offer, &self.key.node_id())
+            .map_err(|e| e.to_string())?;
+        validate::check_offer_fresh(&charter.charter, &offer, now).map_err(|e| e.to_string())?;
+        let env = Envelope::seal(&offer, charter.hash, &self.key);
+        let bytes = env.to_bytes();
+        let store = self.store.clone();
+        let batch = vec![(offer.id(), bytes.clone())];
+        tokio::task::spawn_blocking(move || store.put_offers(&batch))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let _ = self.work.send(Work::Own(Box::new(offer.clone()))).await;
+        let view = OfferView::from(&offer);
+        self.book.insert(offer, bytes.clone());
+        match self.net.publish(TopicKind::Offers, bytes).await {
+            Ok(Ok(())) => {}
+            // With no peers yet the offer still stands: peers fetch it by sync when they connect.
+            Ok(Err(e)) => debug!("offer stored but not gossiped: {e}"),
+            Err(e) => return Err(e.to_string()),
+        }
+        Ok(view)
+    }
+
+    async fn post(&mut self, p: PostOffer) -> Result<OfferView, String> {
+        let now = self.clock.now_ms();
+        let c = self.n.chain.at(now).charter.clone();
+        let slot_ms = p.slot_ms.unwrap_or_else(|| slot::first_open_slot(&c, now));
+        let mut nonce = [0u8; 8];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+        let offer = Offer {
+            maker: self.key.node_id(),
+            nonce: u64::from_le_bytes(nonce),
+            version: 1,
+            side: match p.side {
+                SideArg::Sell => Side::Sell,
+                SideArg::Buy => Side::Buy,
+            },
+            slot_ms,
+            quantity_wh: p.quantity_wh,
+            min_fill_wh: p.min_fill_wh.unwrap_or(1).min(p.quantity_wh),
+            price: p.price,
+            created_ms: now,
+            expires_ms: slot::gate_closure(&c, slot_ms),
+            attributes: 0,
+            ext: Vec::new(),
+        };
+        self.sign_and_publish(offer).await
+    }
+
+    async fn cancel(&mut self, nonce: u64) -> Result<(), String> {
+        let id = OfferId {
+            maker: self.key.node_id(),
+            nonce,
+        };
+        let Some(e) = self.book.get(&id) else {
+            return Err(format!("no open offer of ours with nonce {nonce}"));
+        };
+        let mut o = e.offer.clone();
+        o.version += 1;
+        o.quantity_wh = 0;
+        o.min_fill_wh = 0;
+        o.created_ms = self.clock.now_ms().max(o.created_ms);
+        self.sign_and_publish(o).await.map(|_| ())
+    }
+}

@@ -1,0 +1,302 @@
+//! Durable storage in redb.
+//!
+//! Tables carry a version in their name (`offers_v1`); the schema version lives in `meta_v1`.
+//! Signed messages are stored as their exact envelope bytes. Everything signed is committed
+//! with `Durability::Immediate` before the node acts on it. All methods block: async code calls
+//! them through `tokio::task::spawn_blocking`, never on the swarm task.
+//!
+//! Tables are added as the features that fill them land.
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wattmesh_protocol::offer::OfferId;
+
+/// The schema this code writes. Bump it, and add a step to [`Store::migrate`], when a table's
+/// layout changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
+/// Charter envelopes by version.
+const CHARTERS: TableDefinition<u32, &[u8]> = TableDefinition::new("charters_v1");
+/// The latest known version of every offer, by the 40-byte offer id (maker ‖ nonce BE).
+const OFFERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("offers_v1");
+/// Known addresses of peers, by peer id bytes; the value is a newline-separated list.
+const PEERS: TableDefinition<&[u8], &str> = TableDefinition::new("peers_v1");
+
+/// A remembered peer: its id bytes and addresses.
+pub type KnownPeer = (Vec<u8>, Vec<String>);
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened.
+    #[error(
+        "cannot open the database {path}: {source}. If it is corrupt, move it aside and restart: \
+         the node recovers its offers and trades from its neighbours"
+    )]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: redb::DatabaseError,
+    },
+    /// Written by a newer version.
+    #[error(
+        "the database {path} was written by a newer wattmesh (schema {found}; this version reads \
+         up to {SCHEMA_VERSION}). Upgrade wattmesh, or restore the database from a backup"
+    )]
+    TooNew {
+        /// The file.
+        path: PathBuf,
+        /// The schema found.
+        found: u32,
+    },
+    /// Any other database error.
+    #[error("database: {0}")]
+    Db(#[from] redb::Error),
+}
+
+macro_rules! impl_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.into())
+            }
+        }
+    )*};
+}
+impl_from!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// The node's database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+/// The 40-byte key of an offer.
+pub fn offer_key(id: &OfferId) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..32].copy_from_slice(&id.maker.0);
+    k[32..].copy_from_slice(&id.nonce.to_be_bytes());
+    k
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`, checking and migrating its schema.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: path.to_owned(),
+                source: e.into(),
+            })?;
+        }
+        let db = Database::create(path).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let store = Store { db: Arc::new(db) };
+        store.migrate(path)?;
+        Ok(store)
+    }
+
+    fn migrate(&self, path: &Path) -> Result<(), StoreError> {
+        let found = self.schema_version()?;
+        match found {
+            None => {}
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::TooNew {
+                    path: path.to_owned(),
+                    found: v,
+                });
+            }
+            // Schema 1 is the first; later versions add their steps here, in order.
+            Some(_) => {}
+        }
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        {
+            let mut meta = tx.open_table(META)?;
+            meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
+            tx.open_table(CHARTERS)?;
+            tx.open_table(OFFERS)?;
+            tx.open_table(PEERS)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The schema version recorded in the database, if any.
+    pub fn schema_version(&self) -> Result<Option<u32>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let meta = match tx.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(meta.get("schema_version")?.and_then(|v| {
+            let b: [u8; 4] = v.value().try_into().ok()?;
+            Some(u32::from_le_bytes(b))
+        }))
+    }
+
+    /// Sets a metadata value durably.
+    pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        tx.open_table(META)?.insert(key, value)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Reads a metadata value.
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(META)?.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Stores a charter envelope durably.
+    pub fn put_charter(&self, version: u32, envelope: &[u8]) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        tx.open_table(CHARTERS)?.insert(version, envelope)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// All charter envelopes, oldest first.
+    pub fn charters(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(CHARTERS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            out.push(v.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Stores offer versions durably, in one transaction (a batch from the validation worker).
+    pub fn put_offers(&self, offers: &[(OfferId, Vec<u8>)]) -> Result<(), StoreError> {
+        if offers.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        {
+            let mut t = tx.open_table(OFFERS)?;
+            for (id, bytes) in offers {
+                t.insert(offer_key(id).as_slice(), bytes.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every stored offer envelope.
+    pub fn offers(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(OFFERS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            out.push(v.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Removes offers by id (expired ones, when pruning).
+    pub fn remove_offers(&self, ids: &[OfferId]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write()?;
+        // Losing a prune in a crash only means pruning again.
+        tx.set_durability(Durability::None)?;
+        {
+            let mut t = tx.open_table(OFFERS)?;
+            for id in ids {
+                t.remove(offer_key(id).as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Remembers a peer's addresses (not money-critical: batched durability).
+    pub fn put_peer(&self, peer: &[u8], addrs: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::None)?;
+        tx.open_table(PEERS)?
+            .insert(peer, addrs.join("\n").as_str())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Known peers and their addresses.
+    pub fn peers(&self) -> Result<Vec<KnownPeer>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(PEERS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let addrs = v.value().lines().map(str::to_owned).collect();
+            out.push((k.value().to_vec(), addrs));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wattmesh_protocol::sample;
+
+    #[test]
+    fn offers_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let env = sample::offer_envelope();
+        let id = sample::offer().id();
+        {
+            let s = Store::open(&path).unwrap();
+            s.put_offers(&[(id, env.to_bytes())]).unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.offers().unwrap(), vec![env.to_bytes()]);
+        assert_eq!(s.schema_version().unwrap(), Some(SCHEMA_VERSION));
+        s.remove_offers(&[id]).unwrap();
+        assert!(s.offers().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_database_from_a_newer_version_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        {
+            let s = Store::open(&path).unwrap();
+            s.put_meta("schema_version", &(SCHEMA_VERSION + 1).to_le_bytes())
+                .unwrap();
+        }
+        let err = Store::open(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("newer wattmesh") && err.contains("db.redb"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_database_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        std::fs::write(&path, b"this is not a redb file at all, just some bytes").unwrap();
+        let err = Store::open(&path).unwrap_err().to_string();
+        assert!(err.contains("db.redb"), "{err}");
+    }
+}
