@@ -118,6 +118,7 @@ enum Request {
     Score(PeerId, Reply<Option<f64>>),
     PublishRaw(TopicKind, Vec<u8>, Reply<Result<(), String>>),
     Invite(Vec<String>, Reply<String>),
+    OfferBytes(u64, Reply<Option<Vec<u8>>>),
     Stop(Reply<()>),
 }
 
@@ -185,6 +186,11 @@ impl NodeHandle {
     /// (`bootstrap`, or the node's own listening addresses if empty).
     pub async fn invite(&self, bootstrap: Vec<String>) -> Result<String, Stopped> {
         self.ask(|r| Request::Invite(bootstrap, r)).await
+    }
+
+    /// The exact envelope bytes of an offer in the book, by nonce.
+    pub async fn offer_bytes(&self, nonce: u64) -> Result<Option<Vec<u8>>, Stopped> {
+        self.ask(|r| Request::OfferBytes(nonce, r)).await
     }
 
     /// Stops the node gracefully.
@@ -686,6 +692,15 @@ impl Core {
                     bootstrap,
                 };
                 let _ = reply.send(invite.to_code());
+            }
+            Request::OfferBytes(nonce, reply) => {
+                let bytes = self
+                    .book
+                    .sorted_from(0)
+                    .into_iter()
+                    .find(|e| e.offer.nonce == nonce)
+                    .map(|e| e.envelope.clone());
+                let _ = reply.send(bytes);
             }
             Request::Stop(_) => unreachable!("handled in run"),
         }

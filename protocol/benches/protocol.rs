@@ -138,6 +138,8 @@ fn signatures(c: &mut Criterion) {
     assert_eq!(sign::verify_batch(&borrowed, OsRng), Ok(()));
     let mut g = c.benchmark_group("signature_batch");
     g.throughput(Throughput::Elements(BATCH as u64));
+    // A batch takes milliseconds; flat sampling fits 30 samples into the 2 s budget.
+    g.sampling_mode(SamplingMode::Flat);
     g.bench_function("verify_batch_64", |b| {
         b.iter(|| sign::verify_batch(black_box(&borrowed), OsRng))
     });
@@ -237,6 +239,46 @@ fn ingest(c: &mut Criterion) {
                 remaining -= n;
             }
             total
+        })
+    });
+
+    // The signature checks alone, over the same stream and measured next to the full path,
+    // so that "ingest rate as a share of the raw signature rate" compares like with like.
+    let opened: Vec<Envelope> = offers
+        .iter()
+        .map(|b| Envelope::from_bytes(b).expect("valid"))
+        .collect();
+    let rule_items: Vec<(NodeId, Vec<u8>, SignatureBytes)> = opened
+        .iter()
+        .map(|e| (e.signer(), e.signing_input(), e.signatures[0].sig))
+        .collect();
+    g.bench_function("rule_verify_only", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            let (k, m, s) = &rule_items[i % INGEST_OFFERS];
+            i += 1;
+            sign::verify(black_box(k), black_box(m), black_box(s))
+        })
+    });
+    // dalek's strict check with every maker's key parsed in advance: the bare cost of one
+    // signature check, the baseline of the ingest target.
+    let dalek_items: Vec<(ed25519_dalek::VerifyingKey, &[u8], ed25519_dalek::Signature)> =
+        rule_items
+            .iter()
+            .map(|(k, m, s)| {
+                (
+                    ed25519_dalek::VerifyingKey::from_bytes(&k.0).expect("valid key"),
+                    m.as_slice(),
+                    ed25519_dalek::Signature::from_bytes(&s.to_bytes()),
+                )
+            })
+            .collect();
+    g.bench_function("dalek_verify_strict_only", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            let (k, m, s) = &dalek_items[i % INGEST_OFFERS];
+            i += 1;
+            k.verify_strict(black_box(m), black_box(s))
         })
     });
     g.finish();

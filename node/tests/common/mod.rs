@@ -1,0 +1,108 @@
+//! Helpers for multi-node tests: in-process nodes on loopback, sharing one neighbourhood.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wattmesh_node::config::{ClockCheck, Config};
+use wattmesh_node::neighbourhood::Neighbourhood;
+use wattmesh_node::node::{self, NodeHandle, NodeOptions, Running};
+use wattmesh_node::store::Store;
+use wattmesh_protocol::NodeKey;
+
+/// A config for tests: loopback, fast heartbeats, short duplicate cache, trusted clock.
+pub fn test_config(bootstrap: Vec<String>) -> Config {
+    let mut c = Config::default();
+    c.network.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+    c.network.bootstrap = bootstrap;
+    c.network.heartbeat_ms = 100;
+    c.network.duplicate_cache_secs = 2;
+    c.clock.check = ClockCheck::Trust;
+    c
+}
+
+/// Founds a neighbourhood in `dir` and returns it.
+pub fn found(dir: &Path) -> Neighbourhood {
+    std::fs::create_dir_all(dir).unwrap();
+    let store = Store::open(&dir.join("wattmesh.redb")).unwrap();
+    let (key, _) = wattmesh_node::identity::load_or_create(&dir.join("node.key")).unwrap();
+    Neighbourhood::found(dir, &store, &key, "Test Lane", 0).unwrap()
+}
+
+/// Makes `dir` a member of `n` (as joining with an invite does).
+pub fn join(dir: &Path, n: &Neighbourhood) {
+    std::fs::create_dir_all(dir).unwrap();
+    let store = Store::open(&dir.join("wattmesh.redb")).unwrap();
+    n.save(dir, &store).unwrap();
+}
+
+/// A running test node.
+pub struct TestNode {
+    pub dir: PathBuf,
+    pub handle: NodeHandle,
+    pub running: Running,
+}
+
+impl TestNode {
+    pub async fn start(dir: &Path, config: Config) -> TestNode {
+        let running = node::start(NodeOptions {
+            data_dir: dir.to_owned(),
+            config,
+        })
+        .await
+        .unwrap();
+        TestNode {
+            dir: dir.to_owned(),
+            handle: running.handle.clone(),
+            running,
+        }
+    }
+
+    /// The first listening address with `/p2p/`, waiting until there is one.
+    pub async fn addr(&self) -> String {
+        eventually(Duration::from_secs(10), || async {
+            self.handle.status().await.ok()?.listening.first().cloned()
+        })
+        .await
+        .expect("the node listens")
+    }
+
+    pub async fn peer_count(&self) -> usize {
+        self.handle
+            .status()
+            .await
+            .map(|s| s.peers.len())
+            .unwrap_or(0)
+    }
+
+    pub async fn has_offer(&self, nonce: u64) -> bool {
+        self.handle
+            .offers()
+            .await
+            .map(|o| o.iter().any(|x| x.nonce == nonce))
+            .unwrap_or(false)
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or `None` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= end {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The key of the node in `dir`.
+pub fn key_of(dir: &Path) -> NodeKey {
+    wattmesh_node::identity::load(&dir.join("node.key")).unwrap()
+}
