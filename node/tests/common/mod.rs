@@ -1,6 +1,6 @@
 //! Helpers for multi-node tests: in-process nodes on loopback, sharing one neighbourhood.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
