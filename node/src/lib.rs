@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod dirs;
+pub mod discovery;
 pub mod identity;
 pub mod neighbourhood;
 pub mod net;

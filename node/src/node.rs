@@ -301,6 +301,8 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         quota_per_minute: cfg.network.requests_per_peer_per_minute.max(1),
         pending_store: Vec::new(),
         started: Instant::now(),
+        mdns_config: cfg.mdns.clone(),
+        mdns: None,
     };
     core.restore().await?;
     let task = tokio::spawn(core.run(rx, events, out_rx).instrument(span));
@@ -320,6 +322,8 @@ struct Core {
     quota_per_minute: u32,
     pending_store: Vec<(OfferId, Vec<u8>)>,
     started: Instant,
+    mdns_config: crate::config::MdnsConfig,
+    mdns: Option<crate::discovery::Mdns>,
 }
 
 impl Core {
@@ -500,7 +504,32 @@ impl Core {
                 self.remember_peer(peer, addr);
                 self.catch_up(peer);
             }
-            NetEvent::PeerDisconnected(_) | NetEvent::Listening(_) => {}
+            NetEvent::Listening(addr) => self.start_mdns(&addr),
+            NetEvent::PeerDisconnected(_) => {}
+        }
+    }
+
+    /// Starts mDNS, if enabled, once the node listens on a TCP port.
+    fn start_mdns(&mut self, addr: &Multiaddr) {
+        if !self.mdns_config.enabled || self.mdns.is_some() {
+            return;
+        }
+        let Some(port) = addr.iter().find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        }) else {
+            return;
+        };
+        let tag = self.n.id().discovery_tag(&self.n.psk);
+        match crate::discovery::start(
+            &self.mdns_config,
+            self.net.local_peer_id(),
+            &tag,
+            port,
+            self.net.clone(),
+        ) {
+            Ok(m) => self.mdns = Some(m),
+            Err(e) => warn!("mDNS could not start: {e}"),
         }
     }
 
@@ -742,6 +771,18 @@ impl Core {
         let now = self.clock.now_ms();
         let c = self.n.chain.at(now).charter.clone();
         let slot_ms = p.slot_ms.unwrap_or_else(|| slot::first_open_slot(&c, now));
+        let me = self.key.node_id();
+        let open = self
+            .book
+            .sorted_from(slot_ms)
+            .into_iter()
+            .filter(|e| e.offer.maker == me && e.offer.slot_ms == slot_ms)
+            .count();
+        if open >= c.max_open_offers_per_slot as usize {
+            return Err(format!(
+                "already {open} open offers for this slot, the neighbourhood's limit; amend or cancel one"
+            ));
+        }
         let mut nonce = [0u8; 8];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
         let offer = Offer {
