@@ -1,6 +1,8 @@
 //! Many nodes on loopback: gossip across a sparse mesh, forgeries and replays refused, a node
 //! without the network key shut out, catching up by sync, and no signing on an unsynced clock.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! everything it acknowledged and rejoins; two nodes in separate network namespaces find each
 //! other with mDNS (and nothing multicasts on this machine's real interfaces).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
