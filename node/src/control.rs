@@ -41,6 +41,17 @@ pub enum ControlRequest {
         #[serde(default)]
         bootstrap: Vec<String>,
     },
+    /// Take an offer from the book.
+    Take {
+        /// The maker's node id (hex).
+        maker: String,
+        /// The offer's nonce.
+        nonce: u64,
+        /// How much, Wh.
+        energy_wh: u64,
+    },
+    /// The node's trades.
+    Trades,
     /// Stop the node.
     Stop,
 }
@@ -126,6 +137,22 @@ async fn handle(req: ControlRequest, node: &NodeHandle) -> serde_json::Value {
         },
         ControlRequest::Invite { bootstrap } => match node.invite(bootstrap).await {
             Ok(code) => json!({"ok": true, "code": code}),
+            Err(_) => stopped(),
+        },
+        ControlRequest::Take {
+            maker,
+            nonce,
+            energy_wh,
+        } => match wattmesh_protocol::NodeId::from_hex(&maker) {
+            Err(_) => json!({"ok": false, "error": "maker must be a 64-digit hex node id"}),
+            Ok(m) => match node.take(m, nonce, energy_wh).await {
+                Ok(Ok(t)) => json!({"ok": true, "trade": t}),
+                Ok(Err(e)) => json!({"ok": false, "error": e}),
+                Err(_) => stopped(),
+            },
+        },
+        ControlRequest::Trades => match node.trades().await {
+            Ok(t) => json!({"ok": true, "trades": t}),
             Err(_) => stopped(),
         },
         ControlRequest::Stop => {

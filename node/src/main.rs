@@ -81,6 +81,18 @@ enum Command {
     },
     /// List the offers the running node knows.
     Offers,
+    /// Take (part of) an offer from the book through the bilateral handshake.
+    Take {
+        /// The maker's node id (hex, from `wattmesh offers`).
+        maker: String,
+        /// The offer's nonce.
+        nonce: u64,
+        /// How much energy, Wh.
+        #[arg(long)]
+        wh: u64,
+    },
+    /// List the running node's trades.
+    Trades,
     /// Export what the node holds as CSV, for a range of delivery slots.
     Export {
         /// First slot start to include, UTC ms (default: all).
@@ -230,6 +242,37 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 v["offers"].as_array().map(Vec::as_slice).unwrap_or(&[]),
                 &mut std::io::stdout(),
             )?;
+            Ok(())
+        }
+        Command::Take { maker, nonce, wh } => {
+            let req = ControlRequest::Take {
+                maker,
+                nonce,
+                energy_wh: wh,
+            };
+            let v = ok(control::call(&data_dir, &req).await?)?;
+            println!("{}", serde_json::to_string_pretty(&v["trade"])?);
+            Ok(())
+        }
+        Command::Trades => {
+            let v = ok(control::call(&data_dir, &ControlRequest::Trades).await?)?;
+            println!(
+                "slot_ms,role,side,counterparty,energy_wh,price_millicents_per_kwh,state,taker,nonce"
+            );
+            for t in v["trades"].as_array().into_iter().flatten() {
+                println!(
+                    "{},{},{},{},{},{},{},{},{}",
+                    t["slot_ms"],
+                    t["role"].as_str().unwrap_or(""),
+                    t["side"].as_str().unwrap_or(""),
+                    t["counterparty"].as_str().unwrap_or(""),
+                    t["energy_wh"],
+                    t["price"],
+                    t["state"].as_str().unwrap_or(""),
+                    t["taker"].as_str().unwrap_or(""),
+                    t["nonce"]
+                );
+            }
             Ok(())
         }
         Command::Export { from, to, out } => {

@@ -21,6 +21,9 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
 const CHARTERS: TableDefinition<u32, &[u8]> = TableDefinition::new("charters_v1");
 /// The latest known version of every offer, by the 40-byte offer id (maker ‖ nonce BE).
 const OFFERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("offers_v1");
+/// Trades this node is party to, by the 40-byte trade id (taker ‖ nonce BE); the value is a
+/// state byte ([`TradeState`]) followed by the trade's envelope bytes.
+const TRADES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("trades_v1");
 /// Known addresses of peers, by peer id bytes; the value is a newline-separated list.
 const PEERS: TableDefinition<&[u8], &str> = TableDefinition::new("peers_v1");
 
@@ -73,6 +76,33 @@ impl_from!(
     redb::CommitError,
     redb::SetDurabilityError
 );
+
+/// Where a stored trade stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TradeState {
+    /// We are the maker and signed; the taker's countersignature has not arrived yet.
+    MakerSigned,
+    /// Both parties signed: the trade is agreed.
+    Agreed,
+}
+
+impl TradeState {
+    fn to_byte(self) -> u8 {
+        match self {
+            TradeState::MakerSigned => 1,
+            TradeState::Agreed => 2,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<TradeState> {
+        match b {
+            1 => Some(TradeState::MakerSigned),
+            2 => Some(TradeState::Agreed),
+            _ => None,
+        }
+    }
+}
 
 /// The node's database. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -127,6 +157,7 @@ impl Store {
             tx.open_table(CHARTERS)?;
             tx.open_table(OFFERS)?;
             tx.open_table(PEERS)?;
+            tx.open_table(TRADES)?;
         }
         tx.commit()?;
         Ok(())
@@ -229,6 +260,57 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a trade and, optionally, the new version of the offer it filled, in one durable
+    /// transaction: after a crash either both are there or neither.
+    pub fn put_trade(
+        &self,
+        id: &wattmesh_protocol::TradeId,
+        state: TradeState,
+        envelope: &[u8],
+        offer: Option<(OfferId, &[u8])>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        {
+            let mut value = Vec::with_capacity(envelope.len() + 1);
+            value.push(state.to_byte());
+            value.extend_from_slice(envelope);
+            tx.open_table(TRADES)?
+                .insert(id.to_bytes().as_slice(), value.as_slice())?;
+            if let Some((oid, bytes)) = offer {
+                tx.open_table(OFFERS)?
+                    .insert(offer_key(&oid).as_slice(), bytes)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A stored trade.
+    pub fn trade(
+        &self,
+        id: &wattmesh_protocol::TradeId,
+    ) -> Result<Option<(TradeState, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(TRADES)?;
+        Ok(t.get(id.to_bytes().as_slice())?
+            .and_then(|v| split_trade(v.value())))
+    }
+
+    /// Every stored trade.
+    pub fn trades(&self) -> Result<Vec<(TradeState, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(TRADES)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            if let Some(x) = split_trade(v.value()) {
+                out.push(x);
+            }
+        }
+        Ok(out)
+    }
+
     /// Remembers a peer's addresses (not money-critical: batched durability).
     pub fn put_peer(&self, peer: &[u8], addrs: &[String]) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write()?;
@@ -251,6 +333,11 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+fn split_trade(v: &[u8]) -> Option<(TradeState, Vec<u8>)> {
+    let (&state, rest) = v.split_first()?;
+    Some((TradeState::from_byte(state)?, rest.to_vec()))
 }
 
 #[cfg(test)]

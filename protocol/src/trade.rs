@@ -18,10 +18,6 @@ use crate::offer::{Offer, OfferId, Side};
 use crate::units::{EnergyWh, PricePerKwh};
 use serde::{Deserialize, Serialize};
 
-/// How many versions behind the current one a maker still honours, if the terms are no worse
-/// for it than the current version's.
-pub const HONOURED_VERSIONS_BEHIND: u32 = 1;
-
 /// A trade's identity: the taker and the nonce of its proposal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TradeId {
@@ -171,8 +167,8 @@ pub enum RejectReason {
     /// The maker has no such offer.
     #[error("unknown offer")]
     UnknownOffer,
-    /// The proposal names a version the maker no longer honours.
-    #[error("offer version too old")]
+    /// The proposal names a version the maker never published.
+    #[error("no such offer version")]
     StaleVersion,
     /// Not enough quantity remains.
     #[error("not enough quantity left")]
@@ -202,11 +198,15 @@ pub enum RejectReason {
 
 /// Whether a maker whose offer is now `current` may accept `p`.
 ///
-/// The proposal may name the current version or up to [`HONOURED_VERSIONS_BEHIND`] versions
-/// before it; either way it is judged against the current version: the quantity must still be
-/// there, the fill at least the current minimum (or all that remains), and the price no worse
-/// for the maker (a seller gets at least its current price, a buyer pays at most its current
-/// price).
+/// The proposal may name any version up to the current one, and is always judged against the
+/// current version: the quantity must still be there, the fill at least the current minimum
+/// (or all that remains), and the price no worse for the maker (a seller gets at least its
+/// current price, a buyer pays at most its current price).
+///
+/// Older versions are honoured because every fill publishes a new version with the remaining
+/// quantity: twenty takers who saw version 1 at once would otherwise lose to the first one or
+/// two fills, though the maker could serve ten of them on exactly the terms they saw. Judging
+/// against the current terms means honouring an old version never costs the maker anything.
 pub fn terms_acceptable(
     current: &Offer,
     p: &TradeProposal,
@@ -215,9 +215,7 @@ pub fn terms_acceptable(
     if p.offer != current.id() || p.slot_ms != current.slot_ms {
         return Err(RejectReason::UnknownOffer);
     }
-    if p.offer_version > current.version
-        || current.version - p.offer_version > HONOURED_VERSIONS_BEHIND
-    {
+    if p.offer_version == 0 || p.offer_version > current.version {
         return Err(RejectReason::StaleVersion);
     }
     if current.is_cancelled() || now_ms > current.expires_ms {
@@ -266,3 +264,60 @@ pub enum TradeResponse {
 
 /// The largest trade request or response, in bytes.
 pub const MAX_TRADE_MESSAGE_BYTES: usize = crate::codec::MAX_ENVELOPE_BYTES + 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample;
+
+    #[test]
+    fn older_versions_are_judged_against_the_current_terms() {
+        let mut current = sample::offer();
+        current.version = 5;
+        current.quantity_wh = 400;
+        let p = sample::proposal(); // against version 1, 1 000 Wh at 9.5 ¢
+        let now = sample::NOW_MS;
+        assert_eq!(
+            terms_acceptable(&current, &p, now),
+            Err(RejectReason::InsufficientQuantity)
+        );
+        let small = TradeProposal {
+            energy_wh: 400,
+            ..p.clone()
+        };
+        assert_eq!(terms_acceptable(&current, &small, now), Ok(()));
+        // The seller raised its price since version 1: the old price is now worse for it.
+        current.price = 10_000;
+        assert_eq!(
+            terms_acceptable(&current, &small, now),
+            Err(RejectReason::PriceWorse)
+        );
+        // A version the maker never published.
+        let future = TradeProposal {
+            offer_version: 6,
+            ..small.clone()
+        };
+        current.price = 9_500;
+        assert_eq!(
+            terms_acceptable(&current, &future, now),
+            Err(RejectReason::StaleVersion)
+        );
+        // Below the minimum fill, unless it takes all that remains.
+        current.min_fill_wh = 300;
+        let tiny = TradeProposal {
+            energy_wh: 200,
+            ..small.clone()
+        };
+        assert_eq!(
+            terms_acceptable(&current, &tiny, now),
+            Err(RejectReason::BelowMinFill)
+        );
+        current.quantity_wh = 200;
+        assert_eq!(terms_acceptable(&current, &tiny, now), Ok(()));
+        // Expired or cancelled.
+        assert_eq!(
+            terms_acceptable(&current, &tiny, current.expires_ms + 1),
+            Err(RejectReason::Closed)
+        );
+    }
+}

@@ -23,9 +23,12 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use wattmesh_protocol::envelope::Envelope;
 use wattmesh_protocol::offer::{Offer, OfferId, Side};
 use wattmesh_protocol::sync::{MAX_SYNC_ITEMS, SyncRequest, SyncResponse};
-use wattmesh_protocol::trade::{RejectReason, TradeRequest, TradeResponse};
+use wattmesh_protocol::trade::{RejectReason, TradeResponse};
 use wattmesh_protocol::validate::{self, Msg};
-use wattmesh_protocol::{NodeKey, slot};
+use wattmesh_protocol::{NodeId, NodeKey, slot};
+
+mod trading;
+pub use trading::TradeView;
 
 /// What the owner asks for when posting an offer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,6 +122,8 @@ enum Request {
     PublishRaw(TopicKind, Vec<u8>, Reply<Result<(), String>>),
     Invite(Vec<String>, Reply<String>),
     OfferBytes(u64, Reply<Option<Vec<u8>>>),
+    Take(NodeId, u64, u64, Reply<Result<TradeView, String>>),
+    Trades(Reply<Vec<TradeView>>),
     Stop(Reply<()>),
 }
 
@@ -191,6 +196,27 @@ impl NodeHandle {
     /// The exact envelope bytes of an offer in the book, by nonce.
     pub async fn offer_bytes(&self, nonce: u64) -> Result<Option<Vec<u8>>, Stopped> {
         self.ask(|r| Request::OfferBytes(nonce, r)).await
+    }
+
+    /// Takes `energy_wh` of the offer `(maker, nonce)` at its price, through the bilateral
+    /// handshake. Returns once the trade is agreed and stored, or why it was not.
+    pub async fn take(
+        &self,
+        maker: NodeId,
+        nonce: u64,
+        energy_wh: u64,
+    ) -> Result<Result<TradeView, String>, Stopped> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Take(maker, nonce, energy_wh, tx))
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// The trades this node is party to.
+    pub async fn trades(&self) -> Result<Vec<TradeView>, Stopped> {
+        self.ask(Request::Trades).await
     }
 
     /// Stops the node gracefully.
@@ -289,7 +315,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
     };
     let span = info_span!("node", id = %key.node_id().short());
     let mut core = Core {
-        key,
+        key: std::sync::Arc::new(key),
         n,
         clock,
         store,
@@ -310,7 +336,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
 }
 
 struct Core {
-    key: NodeKey,
+    key: std::sync::Arc<NodeKey>,
     n: Neighbourhood,
     clock: Clock,
     store: Store,
@@ -494,7 +520,7 @@ impl Core {
                 channel,
             } => {
                 let resp = if self.within_quota(peer) {
-                    self.answer_trade(peer, request)
+                    self.answer_trade(request).await
                 } else {
                     TradeResponse::Reject(RejectReason::Busy)
                 };
@@ -618,11 +644,6 @@ impl Core {
         }
     }
 
-    fn answer_trade(&self, _peer: PeerId, _req: TradeRequest) -> TradeResponse {
-        // The handshake lands with the market (issue 6); until then no offer can be taken.
-        TradeResponse::Reject(RejectReason::UnknownOffer)
-    }
-
     async fn request(&mut self, req: Request) {
         match req {
             Request::Status(reply) => {
@@ -730,6 +751,42 @@ impl Core {
                     .find(|e| e.offer.nonce == nonce)
                     .map(|e| e.envelope.clone());
                 let _ = reply.send(bytes);
+            }
+            Request::Take(maker, nonce, energy_wh, reply) => {
+                let id = OfferId { maker, nonce };
+                let Some(entry) = self.book.get(&id) else {
+                    let _ = reply.send(Err("no such offer in the book".into()));
+                    return;
+                };
+                let taker = trading::Taker {
+                    key: self.key.clone(),
+                    store: self.store.clone(),
+                    net: self.net.clone(),
+                    chain: self.n.chain.clone(),
+                    now_ms: self.clock.now_ms(),
+                    may_sign: self.clock.may_sign(),
+                };
+                let offer = entry.offer.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(taker.take(offer, energy_wh).await);
+                });
+            }
+            Request::Trades(reply) => {
+                let store = self.store.clone();
+                let me = self.key.node_id();
+                let list = tokio::task::spawn_blocking(move || store.trades())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(state, bytes)| {
+                        let env = Envelope::from_bytes(&bytes).ok()?;
+                        let t = env.payload_as::<wattmesh_protocol::Trade>().ok()?;
+                        Some(trading::view(&me, &t, state))
+                    })
+                    .collect();
+                let _ = reply.send(list);
             }
             Request::Stop(_) => unreachable!("handled in run"),
         }
