@@ -108,3 +108,68 @@ async fn twenty_buyers_race_for_one_offer_and_never_over_commit_it() {
         n.handle.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_database_was_lost_recovers_its_trades_from_its_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mdir, bdir) = (dir.path().join("maker"), dir.path().join("buyer"));
+    let hood = found(&mdir);
+    let maker = TestNode::start(&mdir, test_config(vec![])).await;
+    join(&bdir, &hood);
+    let buyer = TestNode::start(&bdir, test_config(vec![maker.addr().await])).await;
+    eventually(WAIT, || async {
+        (maker.peer_count().await == 1).then_some(())
+    })
+    .await
+    .unwrap();
+    let offer = maker
+        .handle
+        .post(PostOffer {
+            side: SideArg::Sell,
+            quantity_wh: 600,
+            price: 8_000,
+            slot_ms: None,
+            min_fill_wh: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    eventually(WAIT, || async {
+        buyer.has_offer(offer.nonce).await.then_some(())
+    })
+    .await
+    .unwrap();
+    let maker_id = key_of(&mdir).node_id();
+    let t1 = buyer
+        .handle
+        .take(maker_id, offer.nonce, 200)
+        .await
+        .unwrap()
+        .unwrap();
+    let t2 = buyer
+        .handle
+        .take(maker_id, offer.nonce, 300)
+        .await
+        .unwrap()
+        .unwrap();
+    buyer.handle.stop().await;
+    let _ = buyer.running.task.await;
+
+    // The database is gone; the key survived (restored from a backup) and the owner joins again.
+    std::fs::remove_file(bdir.join("wattmesh.redb")).unwrap();
+    join(&bdir, &hood);
+    let buyer = TestNode::start(&bdir, test_config(vec![maker.addr().await])).await;
+    let back = eventually(WAIT, || async {
+        let t = buyer.handle.trades().await.ok()?;
+        (t.len() == 2).then_some(t)
+    })
+    .await
+    .expect("the buyer's trades come back from the maker");
+    for want in [&t1, &t2] {
+        assert!(back.iter().any(|t| t.nonce == want.nonce
+            && t.energy_wh == want.energy_wh
+            && t.state == TradeState::Agreed));
+    }
+    buyer.handle.stop().await;
+    maker.handle.stop().await;
+}

@@ -508,7 +508,7 @@ impl Core {
                 channel,
             } => {
                 let resp = if self.within_quota(peer) {
-                    self.answer_sync(request)
+                    self.answer_sync(peer, request).await
                 } else {
                     SyncResponse::Refused
                 };
@@ -576,6 +576,7 @@ impl Core {
 
     /// Fetches a newly connected peer's offers, page by page, through the worker.
     fn catch_up(&self, peer: PeerId) {
+        self.recover_trades(peer);
         let net = self.net.clone();
         let work = self.work.clone();
         let from = slot::slot_start(&self.n.chain.latest().charter, self.clock.now_ms());
@@ -610,7 +611,84 @@ impl Core {
         });
     }
 
-    fn answer_sync(&self, req: SyncRequest) -> SyncResponse {
+    /// The co-signed trades we share with `peer`, for slots from `from_slot_ms`, one page.
+    /// Fetches the trades we share with a newly connected peer and stores any we lack: a node
+    /// whose database was lost, but whose key was restored, gets its trades back this way.
+    fn recover_trades(&self, peer: PeerId) {
+        let (net, store, chain) = (self.net.clone(), self.store.clone(), self.n.chain.clone());
+        let me = self.key.node_id();
+        tokio::spawn(async move {
+            let mut skip = 0u32;
+            for _ in 0..1024 {
+                let req = SyncRequest::Shared {
+                    from_slot_ms: 0,
+                    skip,
+                };
+                let Ok(Ok(SyncResponse::Envelopes { items, more })) = net.sync(peer, req).await
+                else {
+                    return;
+                };
+                let n = items.len();
+                for bytes in items.into_iter().take(MAX_SYNC_ITEMS) {
+                    let Ok(acc) = validate::validate_archival(&bytes, &chain, false) else {
+                        continue;
+                    };
+                    let Msg::Trade(t) = acc.msg else { continue };
+                    if t.maker() != me && t.taker != me {
+                        continue;
+                    }
+                    let store = store.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if matches!(
+                            store.trade(&t.id()),
+                            Ok(Some((crate::store::TradeState::Agreed, _)))
+                        ) {
+                            return Ok(());
+                        }
+                        store.put_trade(&t.id(), crate::store::TradeState::Agreed, &bytes, None)
+                    })
+                    .await;
+                }
+                if !more || n == 0 {
+                    return;
+                }
+                skip += n as u32;
+            }
+        });
+    }
+
+    async fn shared_trades(&self, peer: PeerId, from_slot_ms: u64, skip: u32) -> SyncResponse {
+        let Some(them) = net::node_id_of(&peer) else {
+            return SyncResponse::Refused;
+        };
+        let store = self.store.clone();
+        let Ok(Ok(all)) = tokio::task::spawn_blocking(move || store.trades()).await else {
+            return SyncResponse::Refused;
+        };
+        let mut shared: Vec<(u64, Vec<u8>)> = all
+            .into_iter()
+            .filter(|(state, _)| *state == crate::store::TradeState::Agreed)
+            .filter_map(|(_, bytes)| {
+                let t = Envelope::from_bytes(&bytes)
+                    .ok()?
+                    .payload_as::<wattmesh_protocol::Trade>()
+                    .ok()?;
+                ((t.maker() == them || t.taker == them) && t.slot_ms >= from_slot_ms)
+                    .then_some((t.slot_ms, bytes))
+            })
+            .collect();
+        shared.sort();
+        let start = (skip as usize).min(shared.len());
+        let items: Vec<Vec<u8>> = shared[start..]
+            .iter()
+            .take(MAX_SYNC_ITEMS)
+            .map(|(_, b)| b.clone())
+            .collect();
+        let more = start + items.len() < shared.len();
+        SyncResponse::Envelopes { items, more }
+    }
+
+    async fn answer_sync(&self, peer: PeerId, req: SyncRequest) -> SyncResponse {
         match req {
             SyncRequest::Offers { from_slot_ms, skip } => {
                 let all = self.book.sorted_from(from_slot_ms);
@@ -634,12 +712,13 @@ impl Core {
                     .collect(),
                 more: false,
             },
-            // The node keeps no attestations or trades yet (issues 5 and 6): nothing to send.
-            SyncRequest::Attestations { .. } | SyncRequest::Shared { .. } => {
-                SyncResponse::Envelopes {
-                    items: Vec::new(),
-                    more: false,
-                }
+            // The node keeps no peers' attestations yet (issue 5): nothing to send.
+            SyncRequest::Attestations { .. } => SyncResponse::Envelopes {
+                items: Vec::new(),
+                more: false,
+            },
+            SyncRequest::Shared { from_slot_ms, skip } => {
+                self.shared_trades(peer, from_slot_ms, skip).await
             }
         }
     }
