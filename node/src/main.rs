@@ -95,6 +95,9 @@ enum Command {
     Trades,
     /// Export what the node holds as CSV, for a range of delivery slots.
     Export {
+        /// What to export.
+        #[arg(value_enum, default_value_t = ExportWhat::Trades)]
+        what: ExportWhat,
         /// First slot start to include, UTC ms (default: all).
         #[arg(long, default_value_t = 0)]
         from: u64,
@@ -110,6 +113,14 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ExportWhat {
+    /// The node's trades.
+    Trades,
+    /// The offers in the node's book.
+    Offers,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -256,28 +267,24 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Trades => {
             let v = ok(control::call(&data_dir, &ControlRequest::Trades).await?)?;
-            println!(
-                "slot_ms,role,side,counterparty,energy_wh,price_millicents_per_kwh,state,taker,nonce"
-            );
-            for t in v["trades"].as_array().into_iter().flatten() {
-                println!(
-                    "{},{},{},{},{},{},{},{},{}",
-                    t["slot_ms"],
-                    t["role"].as_str().unwrap_or(""),
-                    t["side"].as_str().unwrap_or(""),
-                    t["counterparty"].as_str().unwrap_or(""),
-                    t["energy_wh"],
-                    t["price"],
-                    t["state"].as_str().unwrap_or(""),
-                    t["taker"].as_str().unwrap_or(""),
-                    t["nonce"]
-                );
-            }
+            print_trades(
+                v["trades"].as_array().map(Vec::as_slice).unwrap_or(&[]),
+                &mut std::io::stdout(),
+            )?;
             Ok(())
         }
-        Command::Export { from, to, out } => {
-            let v = ok(control::call(&data_dir, &ControlRequest::Offers).await?)?;
-            let rows: Vec<Value> = v["offers"]
+        Command::Export {
+            what,
+            from,
+            to,
+            out,
+        } => {
+            let (req, key) = match what {
+                ExportWhat::Trades => (ControlRequest::Trades, "trades"),
+                ExportWhat::Offers => (ControlRequest::Offers, "offers"),
+            };
+            let v = ok(control::call(&data_dir, &req).await?)?;
+            let rows: Vec<Value> = v[key]
                 .as_array()
                 .map(|a| {
                     a.iter()
@@ -286,13 +293,16 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                         .collect()
                 })
                 .unwrap_or_default();
-            match out {
-                Some(path) => {
-                    let mut f = std::fs::File::create(&path)
-                        .with_context(|| format!("creating {}", path.display()))?;
-                    print_offers(&rows, &mut f)?;
-                }
-                None => print_offers(&rows, &mut std::io::stdout())?,
+            let mut w: Box<dyn std::io::Write> = match out {
+                Some(path) => Box::new(
+                    std::fs::File::create(&path)
+                        .with_context(|| format!("creating {}", path.display()))?,
+                ),
+                None => Box::new(std::io::stdout()),
+            };
+            match what {
+                ExportWhat::Trades => print_trades(&rows, &mut w)?,
+                ExportWhat::Offers => print_offers(&rows, &mut w)?,
             }
             Ok(())
         }
@@ -470,6 +480,29 @@ fn print_offers(offers: &[Value], w: &mut dyn std::io::Write) -> anyhow::Result<
             o["quantity_wh"],
             o["price"],
             o["expires_ms"]
+        )?;
+    }
+    Ok(())
+}
+
+fn print_trades(trades: &[Value], w: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    writeln!(
+        w,
+        "slot_ms,role,side,counterparty,energy_wh,price_millicents_per_kwh,state,taker,nonce"
+    )?;
+    for t in trades {
+        writeln!(
+            w,
+            "{},{},{},{},{},{},{},{},{}",
+            t["slot_ms"],
+            t["role"].as_str().unwrap_or(""),
+            t["side"].as_str().unwrap_or(""),
+            t["counterparty"].as_str().unwrap_or(""),
+            t["energy_wh"],
+            t["price"],
+            t["state"].as_str().unwrap_or(""),
+            t["taker"].as_str().unwrap_or(""),
+            t["nonce"]
         )?;
     }
     Ok(())

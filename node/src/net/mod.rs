@@ -310,7 +310,7 @@ pub fn spawn(
         connected: HashMap::new(),
         dropped_events: 0,
     };
-    tokio::spawn(task.run());
+    tokio::spawn(tracing::Instrument::in_current_span(task.run()));
     Ok((NetHandle { tx: cmd_tx, local }, ev_rx))
 }
 

@@ -305,6 +305,8 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         bootstrap,
         idle_timeout: Duration::from_secs(cfg.network.idle_timeout_secs.max(1)),
     };
+    let span = info_span!("node", id = %key.node_id().short());
+    let entered = span.clone().entered();
     let (net, events) = net::spawn(&key, net_cfg)?;
     let (out_tx, out_rx) = mpsc::channel(worker::WORK_QUEUE);
     let work = worker::spawn(n.chain.clone(), clock.clone(), net.clone(), out_tx)?;
@@ -313,7 +315,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         tx,
         peer_id: net.local_peer_id(),
     };
-    let span = info_span!("node", id = %key.node_id().short());
+    drop(entered);
     let mut core = Core {
         key: std::sync::Arc::new(key),
         n,
@@ -330,7 +332,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         mdns_config: cfg.mdns.clone(),
         mdns: None,
     };
-    core.restore().await?;
+    core.restore().instrument(span.clone()).await?;
     let task = tokio::spawn(core.run(rx, events, out_rx).instrument(span));
     Ok(Running { handle, task })
 }
