@@ -23,6 +23,8 @@ pub struct Config {
     pub clock: ClockConfig,
     /// Storage.
     pub storage: StorageConfig,
+    /// The meter.
+    pub meter: crate::metering::MeterConfig,
 }
 
 /// Networking settings.
@@ -106,6 +108,7 @@ impl Default for Config {
             storage: StorageConfig {
                 database: PathBuf::from("wattmesh.redb"),
             },
+            meter: crate::metering::MeterConfig::default(),
         }
     }
 }

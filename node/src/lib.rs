@@ -10,6 +10,7 @@ pub mod dirs;
 pub mod discovery;
 pub mod identity;
 pub mod meter;
+pub mod metering;
 pub mod neighbourhood;
 pub mod net;
 pub mod node;

@@ -24,6 +24,10 @@ const OFFERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("offers_v1");
 /// Trades this node is party to, by the 40-byte trade id (taker ‖ nonce BE); the value is a
 /// state byte ([`TradeState`]) followed by the trade's envelope bytes.
 const TRADES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("trades_v1");
+/// Meter attestations, ours and peers', by node id ‖ sequence number (BE): envelope bytes.
+const ATTESTATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("attestations_v1");
+/// Per-minute readings by minute start (UTC ms): postcard of `metering::Minute`.
+const READINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("readings_v1");
 /// Known addresses of peers, by peer id bytes; the value is a newline-separated list.
 const PEERS: TableDefinition<&[u8], &str> = TableDefinition::new("peers_v1");
 
@@ -158,6 +162,8 @@ impl Store {
             tx.open_table(OFFERS)?;
             tx.open_table(PEERS)?;
             tx.open_table(TRADES)?;
+            tx.open_table(ATTESTATIONS)?;
+            tx.open_table(READINGS)?;
         }
         tx.commit()?;
         Ok(())
@@ -311,6 +317,114 @@ impl Store {
         Ok(out)
     }
 
+    /// Stores attestation envelopes durably (one transaction).
+    pub fn put_attestations(
+        &self,
+        items: &[(wattmesh_protocol::NodeId, u64, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        {
+            let mut t = tx.open_table(ATTESTATIONS)?;
+            for (node, seq, bytes) in items {
+                t.insert(attestation_key(node, *seq).as_slice(), bytes.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// `node`'s attestations from `from_seq` on, at most `limit`, in sequence order.
+    pub fn attestations(
+        &self,
+        node: &wattmesh_protocol::NodeId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ATTESTATIONS)?;
+        let lo = attestation_key(node, from_seq);
+        let hi = attestation_key(node, u64::MAX);
+        let mut out = Vec::new();
+        for row in t.range(lo.as_slice()..=hi.as_slice())? {
+            if out.len() >= limit {
+                break;
+            }
+            out.push(row?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// `node`'s attestation with the highest sequence number.
+    pub fn last_attestation(
+        &self,
+        node: &wattmesh_protocol::NodeId,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ATTESTATIONS)?;
+        let lo = attestation_key(node, 0);
+        let hi = attestation_key(node, u64::MAX);
+        let last = t.range(lo.as_slice()..=hi.as_slice())?.next_back();
+        Ok(match last {
+            Some(row) => Some(row?.1.value().to_vec()),
+            None => None,
+        })
+    }
+
+    /// Stores per-minute readings. Batched and not immediately durable: readings are not
+    /// signed, and at worst the last minutes before a power cut are lost (the attestations,
+    /// which carry the registers, are committed durably before they are signed).
+    pub fn put_readings(&self, items: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::None)?;
+        {
+            let mut t = tx.open_table(READINGS)?;
+            for (minute, bytes) in items {
+                t.insert(*minute, bytes.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Readings for minutes in `[from, to)`.
+    pub fn readings(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(READINGS)?;
+        let mut out = Vec::new();
+        for row in t.range(from..to)? {
+            let (k, v) = row?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Deletes readings older than `before`.
+    pub fn prune_readings(&self, before: u64) -> Result<usize, StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::None)?;
+        let n;
+        {
+            let mut t = tx.open_table(READINGS)?;
+            let keys: Vec<u64> = t
+                .range(..before)?
+                .filter_map(|r| r.ok().map(|(k, _)| k.value()))
+                .collect();
+            n = keys.len();
+            for k in keys {
+                t.remove(k)?;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
     /// Remembers a peer's addresses (not money-critical: batched durability).
     pub fn put_peer(&self, peer: &[u8], addrs: &[String]) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write()?;
@@ -333,6 +447,13 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+fn attestation_key(node: &wattmesh_protocol::NodeId, seq: u64) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..32].copy_from_slice(&node.0);
+    k[32..].copy_from_slice(&seq.to_be_bytes());
+    k
 }
 
 fn split_trade(v: &[u8]) -> Option<(TradeState, Vec<u8>)> {

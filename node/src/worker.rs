@@ -30,6 +30,9 @@ pub enum Work {
     },
     /// An envelope fetched by sync (validated the same way, but there is no verdict to report).
     Synced(Vec<u8>),
+    /// An envelope fetched by sync that may be old (attestations of past slots): archival
+    /// checks only, no freshness.
+    Archival(Vec<u8>),
     /// One of our own offers, recorded so that replays of it are refused.
     Own(Box<Offer>),
     /// A new charter chain (a charter version was added).
@@ -74,6 +77,26 @@ pub fn spawn(
             while let Some(work) = rx.blocking_recv() {
                 let now = clock.now_ms();
                 let (data, gossip) = match work {
+                    Work::Archival(data) => {
+                        let outcome = match wattmesh_protocol::validate::validate_archival(
+                            &data, &chain, false,
+                        ) {
+                            Ok(a) => {
+                                if let wattmesh_protocol::validate::Msg::Attestation(att) = &a.msg {
+                                    v.record_attestation(att);
+                                }
+                                Outcome::Accepted {
+                                    accepted: Box::new(a),
+                                    synced: true,
+                                }
+                            }
+                            Err(why) => Outcome::Refused { why, synced: true },
+                        };
+                        if out.blocking_send(outcome).is_err() {
+                            break;
+                        }
+                        continue;
+                    }
                     Work::Gossip {
                         topic,
                         id,

@@ -27,6 +27,7 @@ use wattmesh_protocol::trade::{RejectReason, TradeResponse};
 use wattmesh_protocol::validate::{self, Msg};
 use wattmesh_protocol::{NodeId, NodeKey, slot};
 
+mod attest;
 mod trading;
 pub use trading::TradeView;
 
@@ -76,6 +77,29 @@ pub struct Counters {
     pub requests_over_quota: u64,
     /// Messages dropped because the worker's queue was full.
     pub work_dropped: u64,
+    /// Attestations this node signed.
+    pub attestations_signed: u64,
+    /// Peers' attestations that did not follow their previous one.
+    pub attestation_chain_breaks: u64,
+}
+
+/// The meter as the status shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MeterStatus {
+    /// Whether a meter is configured.
+    pub enabled: bool,
+    /// When it was last read, UTC ms.
+    pub at_ms: u64,
+    /// Grid power, W (positive import).
+    pub grid_w: f64,
+    /// Solar production, W.
+    pub solar_w: f64,
+    /// Household consumption, W.
+    pub load_w: f64,
+    /// Grid import register, Wh.
+    pub import_wh: u64,
+    /// Grid export register, Wh.
+    pub export_wh: u64,
 }
 
 /// The node's status, as `wattmesh status` shows it.
@@ -103,6 +127,8 @@ pub struct Status {
     pub peers: Vec<PeerInfo>,
     /// Offers in the book.
     pub offers: usize,
+    /// The meter.
+    pub meter: MeterStatus,
     /// Counters.
     pub counters: Counters,
     /// Seconds since start.
@@ -122,6 +148,8 @@ enum Request {
     PublishRaw(TopicKind, Vec<u8>, Reply<Result<(), String>>),
     Invite(Vec<String>, Reply<String>),
     OfferBytes(u64, Reply<Option<Vec<u8>>>),
+    Readings(u64, u64, Reply<Vec<crate::metering::Minute>>),
+    Attestations(NodeId, Reply<Vec<wattmesh_protocol::MeterAttestation>>),
     Take(NodeId, u64, u64, Reply<Result<TradeView, String>>),
     Trades(Reply<Vec<TradeView>>),
     Stop(Reply<()>),
@@ -219,6 +247,23 @@ impl NodeHandle {
         self.ask(Request::Trades).await
     }
 
+    /// Per-minute readings for minutes in `[from_ms, to_ms)`.
+    pub async fn readings(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<crate::metering::Minute>, Stopped> {
+        self.ask(|r| Request::Readings(from_ms, to_ms, r)).await
+    }
+
+    /// The attestations this node holds for `node`, in sequence order.
+    pub async fn attestations(
+        &self,
+        node: NodeId,
+    ) -> Result<Vec<wattmesh_protocol::MeterAttestation>, Stopped> {
+        self.ask(|r| Request::Attestations(node, r)).await
+    }
+
     /// Stops the node gracefully.
     pub async fn stop(&self) {
         let _ = self.ask(Request::Stop).await;
@@ -310,6 +355,17 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
     let (net, events) = net::spawn(&key, net_cfg)?;
     let (out_tx, out_rx) = mpsc::channel(worker::WORK_QUEUE);
     let work = worker::spawn(n.chain.clone(), clock.clone(), net.clone(), out_tx)?;
+    let (meter_tx, meter_rx) = mpsc::channel(64);
+    let (meter_enabled, meter_kinds) =
+        match crate::metering::open(&cfg.meter, &key.node_id().short())? {
+            Some(source) => {
+                let kinds = source.info().channels.iter().map(|c| c.kind).collect();
+                let slot_ms = n.chain.at(clock.now_ms()).charter.slot_ms();
+                crate::metering::spawn(source, &cfg.meter, slot_ms, clock.clone(), meter_tx)?;
+                (true, kinds)
+            }
+            None => (false, Vec::new()),
+        };
     let (tx, rx) = mpsc::channel(256);
     let handle = NodeHandle {
         tx,
@@ -331,9 +387,16 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         started: Instant::now(),
         mdns_config: cfg.mdns.clone(),
         mdns: None,
+        meter: MeterStatus {
+            enabled: meter_enabled,
+            ..MeterStatus::default()
+        },
+        chain_breaks: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        meter_kinds,
+        retention_ms: u64::from(cfg.meter.retention_days) * 86_400_000,
     };
     core.restore().instrument(span.clone()).await?;
-    let task = tokio::spawn(core.run(rx, events, out_rx).instrument(span));
+    let task = tokio::spawn(core.run(rx, events, out_rx, meter_rx).instrument(span));
     Ok(Running { handle, task })
 }
 
@@ -352,6 +415,10 @@ struct Core {
     started: Instant,
     mdns_config: crate::config::MdnsConfig,
     mdns: Option<crate::discovery::Mdns>,
+    meter: MeterStatus,
+    chain_breaks: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    meter_kinds: Vec<crate::meter::ChannelKind>,
+    retention_ms: u64,
 }
 
 impl Core {
@@ -380,6 +447,7 @@ impl Core {
         mut requests: mpsc::Receiver<Request>,
         mut events: mpsc::Receiver<NetEvent>,
         mut outcomes: mpsc::Receiver<Outcome>,
+        mut meter: mpsc::Receiver<crate::metering::MeterEvent>,
     ) -> anyhow::Result<()> {
         let mut flush = tokio::time::interval(Duration::from_millis(200));
         let mut prune = tokio::time::interval(Duration::from_secs(10));
@@ -400,6 +468,7 @@ impl Core {
                     None => bail!("the network task stopped"),
                 },
                 Some(outcome) = outcomes.recv() => self.outcome(outcome),
+                Some(ev) = meter.recv() => self.meter_event(ev).await,
                 _ = flush.tick() => self.flush().await,
                 _ = prune.tick() => self.prune().await,
             }
@@ -448,9 +517,8 @@ impl Core {
                             self.pending_store.push((id, bytes));
                         }
                     }
-                    Msg::Attestation(_) => {
-                        // Stored and used once the meter and market issues land.
-                    }
+                    // Ours too: a node that lost its database gets its chain back by sync.
+                    Msg::Attestation(a) => self.keep_attestation(a, bytes),
                     _ => {}
                 }
             }
@@ -531,6 +599,12 @@ impl Core {
             NetEvent::PeerConnected(peer, addr) => {
                 self.remember_peer(peer, addr);
                 self.catch_up(peer);
+                // Our own chain first (a node whose database was lost continues it rather
+                // than restarting at 0), then the peer's.
+                self.fetch_attestations(peer, self.key.node_id());
+                if let Some(them) = net::node_id_of(&peer) {
+                    self.fetch_attestations(peer, them);
+                }
             }
             NetEvent::Listening(addr) => self.start_mdns(&addr),
             NetEvent::PeerDisconnected(_) => {}
@@ -714,11 +788,21 @@ impl Core {
                     .collect(),
                 more: false,
             },
-            // The node keeps no peers' attestations yet (issue 5): nothing to send.
-            SyncRequest::Attestations { .. } => SyncResponse::Envelopes {
-                items: Vec::new(),
-                more: false,
-            },
+            SyncRequest::Attestations { node, from_seq } => {
+                let store = self.store.clone();
+                match tokio::task::spawn_blocking(move || {
+                    store.attestations(&node, from_seq, MAX_SYNC_ITEMS + 1)
+                })
+                .await
+                {
+                    Ok(Ok(mut items)) => {
+                        let more = items.len() > MAX_SYNC_ITEMS;
+                        items.truncate(MAX_SYNC_ITEMS);
+                        SyncResponse::Envelopes { items, more }
+                    }
+                    _ => SyncResponse::Refused,
+                }
+            }
             SyncRequest::Shared { from_slot_ms, skip } => {
                 self.shared_trades(peer, from_slot_ms, skip).await
             }
@@ -755,7 +839,13 @@ impl Core {
                     listening,
                     peers,
                     offers: self.book.len(),
-                    counters: self.counters.clone(),
+                    meter: self.meter.clone(),
+                    counters: Counters {
+                        attestation_chain_breaks: self
+                            .chain_breaks
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                        ..self.counters.clone()
+                    },
                     uptime_secs: self.started.elapsed().as_secs(),
                 });
             }
@@ -869,7 +959,75 @@ impl Core {
                     .collect();
                 let _ = reply.send(list);
             }
+            Request::Readings(from, to, reply) => {
+                let store = self.store.clone();
+                let list = tokio::task::spawn_blocking(move || store.readings(from, to))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(_, b)| postcard::from_bytes(&b).ok())
+                    .collect();
+                let _ = reply.send(list);
+            }
+            Request::Attestations(node, reply) => {
+                let store = self.store.clone();
+                let list =
+                    tokio::task::spawn_blocking(move || store.attestations(&node, 0, usize::MAX))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|b| Envelope::from_bytes(&b).ok()?.payload_as().ok())
+                        .collect();
+                let _ = reply.send(list);
+            }
             Request::Stop(_) => unreachable!("handled in run"),
+        }
+    }
+
+    async fn meter_event(&mut self, ev: crate::metering::MeterEvent) {
+        use crate::meter::ChannelKind;
+        match ev {
+            crate::metering::MeterEvent::Live(sample) => {
+                // The meter loop only runs with a source, whose info is fixed; the first
+                // reading of each kind is the one shown.
+                let mut m = MeterStatus {
+                    enabled: true,
+                    at_ms: sample.at_ms,
+                    ..MeterStatus::default()
+                };
+                for (i, r) in sample.readings.iter().enumerate() {
+                    match self.meter_kinds.get(i) {
+                        Some(ChannelKind::Grid) => {
+                            m.grid_w = r.power_w;
+                            if let Some(reg) = r.registers {
+                                m.import_wh = reg.import_wh;
+                                m.export_wh = reg.export_wh;
+                            }
+                        }
+                        Some(ChannelKind::Solar) => m.solar_w = -r.power_w,
+                        Some(ChannelKind::Load) => m.load_w = r.power_w,
+                        _ => {}
+                    }
+                }
+                self.meter = m;
+            }
+            crate::metering::MeterEvent::Minute(m) => {
+                let store = self.store.clone();
+                let bytes = postcard::to_allocvec(&m).unwrap_or_default();
+                let horizon = m.minute_ms.saturating_sub(self.retention_ms);
+                tokio::task::spawn_blocking(move || {
+                    let _ = store.put_readings(&[(m.minute_ms, bytes)]);
+                    // Retention: once an hour, drop what is older than the horizon.
+                    if m.minute_ms % 3_600_000 == 0 {
+                        let _ = store.prune_readings(horizon);
+                    }
+                });
+            }
+            crate::metering::MeterEvent::Slot(t) => self.attest(t).await,
         }
     }
 

@@ -18,6 +18,8 @@ pub fn test_config(bootstrap: Vec<String>) -> Config {
     c.network.heartbeat_ms = 100;
     c.network.duplicate_cache_secs = 2;
     c.clock.check = ClockCheck::Trust;
+    // Most tests do not need a meter; the attestation tests turn the simulated one on.
+    c.meter.source = wattmesh_node::metering::SourceKind::None;
     c
 }
 
