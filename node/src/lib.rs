@@ -9,6 +9,7 @@ pub mod control;
 pub mod dirs;
 pub mod discovery;
 pub mod identity;
+pub mod market;
 pub mod meter;
 pub mod metering;
 pub mod neighbourhood;

@@ -246,6 +246,17 @@ pub enum TradeRequest {
     Countersigned(Envelope),
     /// Reconciliation: what does the maker hold for this trade?
     Status(TradeId),
+    /// Settlement: the seller's signed [`crate::Settlement`] of one trade, with the seller's
+    /// attestation for the slot (envelope bytes; absent if it has none) and the proof that the
+    /// trade is in that attestation's `sold` commitment. The buyer checks and countersigns.
+    Settle {
+        /// The settlement, signed by the seller.
+        settlement: Envelope,
+        /// The seller's attestation envelope for the slot, if any.
+        attestation: Option<Vec<u8>>,
+        /// Inclusion proof of the trade in the attestation's `sold` root.
+        proof: Vec<crate::merkle::ProofStep>,
+    },
 }
 
 /// A response on `/wattmesh/trade/1`.
@@ -260,10 +271,35 @@ pub enum TradeResponse {
     /// Answer to [`TradeRequest::Status`]: the co-signed trade if the maker has it, or the
     /// maker-signed one if it accepted but never saw the countersignature.
     Status(Option<Envelope>),
+    /// Answer to [`TradeRequest::Settle`]: the settlement signed by seller and buyer.
+    Settled(Envelope),
+    /// Answer to [`TradeRequest::Settle`]: the buyer computes a different result, or cannot
+    /// check the seller's; the trade is disputed.
+    Dispute(DisputeReason),
 }
 
-/// The largest trade request or response, in bytes.
-pub const MAX_TRADE_MESSAGE_BYTES: usize = crate::codec::MAX_ENVELOPE_BYTES + 64;
+/// Why a buyer disputes a seller's settlement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum DisputeReason {
+    /// The buyer knows no such agreed trade.
+    #[error("unknown trade")]
+    UnknownTrade,
+    /// The settlement's figures are not the rule's result for the trade and attestation.
+    #[error("figures differ from the settlement rule")]
+    WrongFigures,
+    /// The attestation is missing, invalid, or not the seller's for the slot.
+    #[error("bad or missing attestation")]
+    BadAttestation,
+    /// The trade is not proven to be in the seller's commitment.
+    #[error("trade not in the seller's commitment")]
+    NotInCommitment,
+    /// The seller's attestation conflicts with another the buyer holds for the same slot.
+    #[error("conflicting attestations")]
+    ConflictingAttestation,
+}
+
+/// The largest trade request or response, in bytes: two envelopes and a proof.
+pub const MAX_TRADE_MESSAGE_BYTES: usize = 2 * crate::codec::MAX_ENVELOPE_BYTES + 4096;
 
 #[cfg(test)]
 mod tests {

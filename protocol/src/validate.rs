@@ -308,14 +308,21 @@ pub fn check_attestation_fresh(c: &Charter, a: &MeterAttestation, now: u64) -> R
     Ok(())
 }
 
-/// Archival checks of a co-signed settlement (seller first, then buyer).
-pub fn check_settlement(c: &Charter, env: &Envelope, s: &Settlement) -> Result<(), Invalid> {
-    if env.signatures.len() != 2 {
+/// Archival checks of a settlement: `complete` requires the seller's and then the buyer's
+/// signature; otherwise the seller's alone (the settlement as the seller proposes it).
+pub fn check_settlement(
+    c: &Charter,
+    env: &Envelope,
+    s: &Settlement,
+    complete: bool,
+) -> Result<(), Invalid> {
+    let want = if complete { 2 } else { 1 };
+    if env.signatures.len() != want {
         return Err(Invalid::Envelope(EnvelopeError::SignatureCount(
             env.signatures.len(),
         )));
     }
-    if env.signatures[0].signer != s.seller || env.signatures[1].signer != s.buyer {
+    if env.signatures[0].signer != s.seller || (complete && env.signatures[1].signer != s.buyer) {
         return Err(Invalid::WrongSigner);
     }
     check_slot(c, s.slot_ms)?;
@@ -328,11 +335,12 @@ pub fn check_settlement(c: &Charter, env: &Envelope, s: &Settlement) -> Result<(
 }
 
 /// Opens an envelope and runs the archival checks for its kind, under whichever known charter
-/// it names. `partial_trade` accepts a trade with only the maker's signature.
+/// it names. `partial` accepts a trade with only the maker's signature and a settlement with
+/// only the seller's (the first step of each two-party signing).
 pub fn validate_archival(
     bytes: &[u8],
     chain: &CharterChain,
-    partial_trade: bool,
+    partial: bool,
 ) -> Result<Accepted, Invalid> {
     let env = Envelope::from_bytes(bytes)?;
     let kind = env.known_kind()?;
@@ -343,7 +351,7 @@ pub fn validate_archival(
         .get(&env.charter)
         .ok_or(Invalid::UnknownCharter)?
         .charter;
-    let msg = decode_and_check(&env, kind, charter, partial_trade)?;
+    let msg = decode_and_check(&env, kind, charter, partial)?;
     env.verify_signatures()?;
     Ok(Accepted { envelope: env, msg })
 }
@@ -352,7 +360,7 @@ fn decode_and_check(
     env: &Envelope,
     kind: Kind,
     c: &Charter,
-    partial_trade: bool,
+    partial: bool,
 ) -> Result<Msg, Invalid> {
     let signer = env.signer();
     let single = |env: &Envelope| {
@@ -379,7 +387,7 @@ fn decode_and_check(
         }
         Kind::Trade => {
             let t: Trade = env.payload_as()?;
-            check_trade(c, env, &t, !partial_trade)?;
+            check_trade(c, env, &t, !partial)?;
             Msg::Trade(t)
         }
         Kind::MeterAttestation => {
@@ -390,7 +398,7 @@ fn decode_and_check(
         }
         Kind::Settlement => {
             let s: Settlement = env.payload_as()?;
-            check_settlement(c, env, &s)?;
+            check_settlement(c, env, &s, !partial)?;
             Msg::Settlement(s)
         }
         Kind::Charter => return Err(Invalid::KindNotAllowed(kind)),

@@ -35,6 +35,7 @@
 
 pub mod adc;
 pub mod ct;
+pub mod modbus;
 pub mod sim;
 
 use serde::{Deserialize, Serialize};

@@ -82,6 +82,9 @@ impl Core {
         match req {
             TradeRequest::Propose(env) => self.on_propose(env).await,
             TradeRequest::Countersigned(env) => self.on_countersigned(env).await,
+            TradeRequest::Settle { .. } => {
+                TradeResponse::Dispute(wattmesh_protocol::trade::DisputeReason::UnknownTrade)
+            }
             TradeRequest::Status(id) => {
                 let store = self.store.clone();
                 match tokio::task::spawn_blocking(move || store.trade(&id)).await {
