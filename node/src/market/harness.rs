@@ -526,7 +526,7 @@ impl Sim {
                 if self.nodes[n].up {
                     self.owner(n);
                 }
-                let t = self.now + self.rng.range(2_000, 20_000);
+                let t = self.now + self.rng.range(5_000, 30_000);
                 self.at(t, Ev::Owner(n));
             }
             Ev::Attest { node, slot_ms } => self.attest(node, slot_ms),
