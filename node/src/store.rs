@@ -28,6 +28,9 @@ const TRADES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("trades_v1");
 const ATTESTATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("attestations_v1");
 /// Per-minute readings by minute start (UTC ms): postcard of `metering::Minute`.
 const READINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("readings_v1");
+/// Settlements we are party to, by the 40-byte trade id: postcard of the state, the envelope
+/// and the dispute reason.
+const SETTLEMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("settlements_v1");
 /// Known addresses of peers, by peer id bytes; the value is a newline-separated list.
 const PEERS: TableDefinition<&[u8], &str> = TableDefinition::new("peers_v1");
 
@@ -81,31 +84,29 @@ impl_from!(
     redb::SetDurabilityError
 );
 
-/// Where a stored trade stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TradeState {
-    /// We are the maker and signed; the taker's countersignature has not arrived yet.
-    MakerSigned,
-    /// Both parties signed: the trade is agreed.
-    Agreed,
+pub use crate::market::{Record, SettleState, TradeState};
+
+fn trade_state_byte(s: TradeState) -> u8 {
+    match s {
+        TradeState::MakerSigned => 1,
+        TradeState::Agreed => 2,
+    }
 }
 
-impl TradeState {
-    fn to_byte(self) -> u8 {
-        match self {
-            TradeState::MakerSigned => 1,
-            TradeState::Agreed => 2,
-        }
+fn trade_state_from(b: u8) -> Option<TradeState> {
+    match b {
+        1 => Some(TradeState::MakerSigned),
+        2 => Some(TradeState::Agreed),
+        _ => None,
     }
+}
 
-    fn from_byte(b: u8) -> Option<TradeState> {
-        match b {
-            1 => Some(TradeState::MakerSigned),
-            2 => Some(TradeState::Agreed),
-            _ => None,
-        }
-    }
+/// A settlement as stored.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSettlement {
+    state: SettleState,
+    envelope: Option<Vec<u8>>,
+    dispute: Option<String>,
 }
 
 /// The node's database. Cheap to clone.
@@ -164,6 +165,7 @@ impl Store {
             tx.open_table(TRADES)?;
             tx.open_table(ATTESTATIONS)?;
             tx.open_table(READINGS)?;
+            tx.open_table(SETTLEMENTS)?;
         }
         tx.commit()?;
         Ok(())
@@ -279,7 +281,7 @@ impl Store {
         tx.set_durability(Durability::Immediate)?;
         {
             let mut value = Vec::with_capacity(envelope.len() + 1);
-            value.push(state.to_byte());
+            value.push(trade_state_byte(state));
             value.extend_from_slice(envelope);
             tx.open_table(TRADES)?
                 .insert(id.to_bytes().as_slice(), value.as_slice())?;
@@ -290,6 +292,106 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Persists market records in one durable transaction, in order (a maker's trade and its
+    /// offer's next version land together or not at all).
+    pub fn put_records(&self, records: &[Record]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        {
+            let mut offers = tx.open_table(OFFERS)?;
+            let mut trades = tx.open_table(TRADES)?;
+            let mut settlements = tx.open_table(SETTLEMENTS)?;
+            for r in records {
+                match r {
+                    Record::Offer { id, envelope } => {
+                        offers.insert(offer_key(id).as_slice(), envelope.as_slice())?;
+                    }
+                    Record::Trade {
+                        id,
+                        state,
+                        envelope,
+                    } => {
+                        let mut v = Vec::with_capacity(envelope.len() + 1);
+                        v.push(trade_state_byte(*state));
+                        v.extend_from_slice(envelope);
+                        trades.insert(id.to_bytes().as_slice(), v.as_slice())?;
+                    }
+                    Record::Settlement {
+                        id,
+                        state,
+                        envelope,
+                        dispute,
+                    } => {
+                        let v = postcard::to_allocvec(&StoredSettlement {
+                            state: *state,
+                            envelope: envelope.clone(),
+                            dispute: dispute.clone(),
+                        })
+                        .expect("postcard encoding of a settlement record is infallible");
+                        settlements.insert(id.to_bytes().as_slice(), v.as_slice())?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every market record: offers, trades and settlements (to rebuild the market).
+    pub fn records(&self) -> Result<Vec<Record>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for row in tx.open_table(OFFERS)?.iter()? {
+            let (k, v) = row?;
+            let k = k.value();
+            if k.len() != 40 {
+                continue;
+            }
+            let mut maker = [0u8; 32];
+            maker.copy_from_slice(&k[..32]);
+            let mut nonce = [0u8; 8];
+            nonce.copy_from_slice(&k[32..]);
+            out.push(Record::Offer {
+                id: OfferId {
+                    maker: wattmesh_protocol::NodeId(maker),
+                    nonce: u64::from_be_bytes(nonce),
+                },
+                envelope: v.value().to_vec(),
+            });
+        }
+        for row in tx.open_table(TRADES)?.iter()? {
+            let (k, v) = row?;
+            let Some(id) = trade_id_from(k.value()) else {
+                continue;
+            };
+            if let Some((state, envelope)) = split_trade(v.value()) {
+                out.push(Record::Trade {
+                    id,
+                    state,
+                    envelope,
+                });
+            }
+        }
+        for row in tx.open_table(SETTLEMENTS)?.iter()? {
+            let (k, v) = row?;
+            let Some(id) = trade_id_from(k.value()) else {
+                continue;
+            };
+            if let Ok(s) = postcard::from_bytes::<StoredSettlement>(v.value()) {
+                out.push(Record::Settlement {
+                    id,
+                    state: s.state,
+                    envelope: s.envelope,
+                    dispute: s.dispute,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// A stored trade.
@@ -355,6 +457,27 @@ impl Store {
             }
             out.push(row?.1.value().to_vec());
         }
+        Ok(out)
+    }
+
+    /// `node`'s last `n` attestations, in sequence order.
+    pub fn recent_attestations(
+        &self,
+        node: &wattmesh_protocol::NodeId,
+        n: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ATTESTATIONS)?;
+        let lo = attestation_key(node, 0);
+        let hi = attestation_key(node, u64::MAX);
+        let mut out = Vec::new();
+        for row in t.range(lo.as_slice()..=hi.as_slice())?.rev() {
+            if out.len() >= n {
+                break;
+            }
+            out.push(row?.1.value().to_vec());
+        }
+        out.reverse();
         Ok(out)
     }
 
@@ -449,6 +572,20 @@ impl Store {
     }
 }
 
+fn trade_id_from(k: &[u8]) -> Option<wattmesh_protocol::TradeId> {
+    if k.len() != 40 {
+        return None;
+    }
+    let mut taker = [0u8; 32];
+    taker.copy_from_slice(&k[..32]);
+    let mut nonce = [0u8; 8];
+    nonce.copy_from_slice(&k[32..]);
+    Some(wattmesh_protocol::TradeId {
+        taker: wattmesh_protocol::NodeId(taker),
+        nonce: u64::from_be_bytes(nonce),
+    })
+}
+
 fn attestation_key(node: &wattmesh_protocol::NodeId, seq: u64) -> [u8; 40] {
     let mut k = [0u8; 40];
     k[..32].copy_from_slice(&node.0);
@@ -458,7 +595,7 @@ fn attestation_key(node: &wattmesh_protocol::NodeId, seq: u64) -> [u8; 40] {
 
 fn split_trade(v: &[u8]) -> Option<(TradeState, Vec<u8>)> {
     let (&state, rest) = v.split_first()?;
-    Some((TradeState::from_byte(state)?, rest.to_vec()))
+    Some((trade_state_from(state)?, rest.to_vec()))
 }
 
 #[cfg(test)]

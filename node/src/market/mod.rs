@@ -132,6 +132,15 @@ pub enum Input {
         /// The offer's nonce (random, chosen by the driver: the core has no randomness).
         nonce: u64,
     },
+    /// The owner cancels one of its offers.
+    Cancel {
+        /// The command's id.
+        cmd: CmdId,
+        /// The offer's nonce.
+        nonce: u64,
+    },
+    /// A record recovered from a peer by sync (a trade or settlement we had lost).
+    Restore(Record),
     /// The owner takes (part of) an offer.
     Take {
         /// The command's id.
@@ -152,6 +161,8 @@ pub enum CmdResult {
     Posted(Offer),
     /// A trade was agreed.
     Traded(Trade),
+    /// An offer was cancelled.
+    Cancelled,
 }
 
 /// What the market asks the driver to do.
@@ -304,56 +315,7 @@ impl Market {
     ) -> Market {
         let mut m = Market::new(key, chain);
         for r in records {
-            match r {
-                Record::Offer { envelope, .. } => {
-                    if let Ok(acc) = validate::validate_archival(envelope, &m.chain, false) {
-                        if let Msg::Offer(o) = acc.msg {
-                            m.note_offer(o, envelope.clone());
-                        }
-                    }
-                }
-                Record::Trade {
-                    id,
-                    state,
-                    envelope,
-                } => {
-                    if let Some(trade) = decode_trade(envelope) {
-                        let keep = m
-                            .trades
-                            .get(id)
-                            .is_none_or(|t| t.state == TradeState::MakerSigned);
-                        if keep {
-                            m.trades.insert(
-                                *id,
-                                TradeRec {
-                                    trade,
-                                    state: *state,
-                                    envelope: envelope.clone(),
-                                },
-                            );
-                        }
-                    }
-                }
-                Record::Settlement {
-                    id,
-                    state,
-                    envelope,
-                    dispute,
-                } => {
-                    let settlement = envelope
-                        .as_ref()
-                        .and_then(|b| Envelope::from_bytes(b).ok()?.payload_as().ok());
-                    m.settlements.insert(
-                        *id,
-                        SettleRec {
-                            state: *state,
-                            settlement,
-                            envelope: envelope.clone(),
-                            dispute: dispute.clone(),
-                        },
-                    );
-                }
-            }
+            m.apply_record(r);
         }
         for a in attestations {
             if let Ok(env) = Envelope::from_bytes(a) {
@@ -364,6 +326,70 @@ impl Market {
             }
         }
         m
+    }
+
+    /// Takes a persisted record into the state (restore, or recovery by sync). A trade record
+    /// only replaces a maker-signed one; a settlement record only replaces a proposed or
+    /// unilateral one. Returns whether anything changed.
+    fn apply_record(&mut self, r: &Record) -> bool {
+        match r {
+            Record::Offer { envelope, .. } => {
+                match validate::validate_archival(envelope, &self.chain, false).map(|a| a.msg) {
+                    Ok(Msg::Offer(o)) => self.note_offer(o, envelope.clone()),
+                    _ => false,
+                }
+            }
+            Record::Trade {
+                id,
+                state,
+                envelope,
+            } => {
+                let Some(trade) = decode_trade(envelope) else {
+                    return false;
+                };
+                let replace = self
+                    .trades
+                    .get(id)
+                    .is_none_or(|t| t.state == TradeState::MakerSigned);
+                if replace {
+                    self.trades.insert(
+                        *id,
+                        TradeRec {
+                            trade,
+                            state: *state,
+                            envelope: envelope.clone(),
+                        },
+                    );
+                }
+                replace
+            }
+            Record::Settlement {
+                id,
+                state,
+                envelope,
+                dispute,
+            } => {
+                let replace = self.settlements.get(id).is_none_or(|s| {
+                    matches!(s.state, SettleState::Proposed | SettleState::Unilateral)
+                        || *state == s.state
+                });
+                if replace {
+                    let settlement = envelope
+                        .as_ref()
+                        .and_then(|b| Envelope::from_bytes(b).ok()?.payload_as().ok());
+                    self.settlements.insert(
+                        *id,
+                        SettleRec {
+                            state: *state,
+                            settlement,
+                            envelope: envelope.clone(),
+                            dispute: dispute.clone(),
+                        },
+                    );
+                }
+                replace
+            }
+        }
     }
 
     /// Our node id.
@@ -473,6 +499,18 @@ impl Market {
                     result: r.map(CmdResult::Posted),
                 });
             }
+            Input::Cancel { cmd, nonce } => {
+                let r = self.cancel(now, may_sign, nonce, &mut out);
+                out.push(Output::Done {
+                    cmd,
+                    result: r.map(|()| CmdResult::Cancelled),
+                });
+            }
+            Input::Restore(r) => {
+                if self.apply_record(&r) {
+                    out.push(Output::Persist(r));
+                }
+            }
             Input::Take {
                 cmd,
                 offer,
@@ -543,6 +581,39 @@ impl Market {
         }));
         out.push(Output::Publish(TopicKind::Offers, bytes));
         Ok(offer)
+    }
+
+    fn cancel(
+        &mut self,
+        now: u64,
+        may_sign: bool,
+        nonce: u64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), String> {
+        if !may_sign {
+            return Err("the clock is not synchronised; refusing to sign".into());
+        }
+        let id = OfferId {
+            maker: self.me,
+            nonce,
+        };
+        let mut o = self
+            .book
+            .get(&id)
+            .map(|e| e.offer.clone())
+            .ok_or("no open offer of ours with that nonce")?;
+        o.version += 1;
+        o.quantity_wh = 0;
+        o.min_fill_wh = 0;
+        o.created_ms = now.max(o.created_ms);
+        let bytes = Envelope::seal(&o, self.chain.at(now).hash, &self.key).to_bytes();
+        self.note_offer(o, bytes.clone());
+        out.push(Output::Persist(Record::Offer {
+            id,
+            envelope: bytes.clone(),
+        }));
+        out.push(Output::Publish(TopicKind::Offers, bytes));
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -3,7 +3,7 @@
 //! swarm task owns the network; the worker thread owns validation; database commits run on
 //! blocking threads.
 
-use crate::book::{Book, OfferView};
+use crate::book::OfferView;
 use crate::clock::{Clock, ClockState};
 use crate::config::Config;
 use crate::neighbourhood::Neighbourhood;
@@ -28,8 +28,6 @@ use wattmesh_protocol::validate::{self, Msg};
 use wattmesh_protocol::{NodeId, NodeKey, slot};
 
 mod attest;
-mod trading;
-pub use trading::TradeView;
 
 /// What the owner asks for when posting an offer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -372,14 +370,57 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         peer_id: net.local_peer_id(),
     };
     drop(entered);
-    let mut core = Core {
+    let market = {
+        let (store, me) = (store.clone(), key.node_id());
+        let (records, attestations) = tokio::task::spawn_blocking(move || {
+            let records = store.records()?;
+            // Our recent attestations and our counterparties', for settling.
+            let mut nodes: std::collections::BTreeSet<NodeId> = [me].into();
+            for r in &records {
+                if let crate::market::Record::Trade { envelope, .. } = r {
+                    if let Ok(t) = Envelope::from_bytes(envelope)
+                        .and_then(|e| e.payload_as::<wattmesh_protocol::Trade>())
+                    {
+                        nodes.insert(t.maker());
+                        nodes.insert(t.taker);
+                    }
+                }
+            }
+            let mut atts = Vec::new();
+            for n in nodes {
+                atts.extend(store.recent_attestations(&n, 400)?);
+            }
+            Ok::<_, crate::store::StoreError>((records, atts))
+        })
+        .await??;
+        let key = std::sync::Arc::new(NodeKey::from_secret(&key.secret_bytes()));
+        let m = crate::market::Market::restore(key, n.chain.clone(), &records, &attestations);
+        info!(
+            offers = m.book.len(),
+            trades = m.trades().count(),
+            "restored"
+        );
+        for e in m.book.sorted_from(0) {
+            let _ = work.send(Work::Own(Box::new(e.offer.clone()))).await;
+        }
+        m
+    };
+    let (responses_tx, responses_rx) = mpsc::channel(1024);
+    let (restore_tx, restore_rx) = mpsc::channel(1024);
+    let core = Core {
         key: std::sync::Arc::new(key),
         n,
         clock,
         store,
         net,
         work,
-        book: Book::new(),
+        market,
+        replies: HashMap::new(),
+        next_reply: 1,
+        cmds: HashMap::new(),
+        next_cmd: 1,
+        responses_tx,
+        restore_tx,
         counters: Counters::default(),
         quotas: HashMap::new(),
         quota_per_minute: cfg.network.requests_per_peer_per_minute.max(1),
@@ -395,8 +436,10 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         meter_kinds,
         retention_ms: u64::from(cfg.meter.retention_days) * 86_400_000,
     };
-    core.restore().instrument(span.clone()).await?;
-    let task = tokio::spawn(core.run(rx, events, out_rx, meter_rx).instrument(span));
+    let task = tokio::spawn(
+        core.run(rx, events, out_rx, meter_rx, responses_rx, restore_rx)
+            .instrument(span),
+    );
     Ok(Running { handle, task })
 }
 
@@ -407,7 +450,13 @@ struct Core {
     store: Store,
     net: NetHandle,
     work: mpsc::Sender<Work>,
-    book: Book,
+    market: crate::market::Market,
+    replies: HashMap<u64, libp2p::request_response::ResponseChannel<TradeResponse>>,
+    next_reply: u64,
+    cmds: HashMap<u64, CmdReply>,
+    next_cmd: u64,
+    responses_tx: mpsc::Sender<(u64, Option<TradeResponse>)>,
+    restore_tx: mpsc::Sender<crate::market::Record>,
     counters: Counters,
     quotas: HashMap<PeerId, (Instant, u32)>,
     quota_per_minute: u32,
@@ -422,34 +471,17 @@ struct Core {
 }
 
 impl Core {
-    /// Loads the offers stored before a restart into the book and the replay window.
-    async fn restore(&mut self) -> anyhow::Result<()> {
-        let store = self.store.clone();
-        let stored = tokio::task::spawn_blocking(move || store.offers()).await??;
-        let now = self.clock.now_ms();
-        for bytes in stored {
-            let Ok(acc) = validate::validate_archival(&bytes, &self.n.chain, false) else {
-                continue;
-            };
-            if let Msg::Offer(o) = acc.msg {
-                if o.expires_ms >= now {
-                    let _ = self.work.send(Work::Own(Box::new(o.clone()))).await;
-                    self.book.insert(o, bytes);
-                }
-            }
-        }
-        info!(offers = self.book.len(), "restored");
-        Ok(())
-    }
-
     async fn run(
         mut self,
         mut requests: mpsc::Receiver<Request>,
         mut events: mpsc::Receiver<NetEvent>,
         mut outcomes: mpsc::Receiver<Outcome>,
         mut meter: mpsc::Receiver<crate::metering::MeterEvent>,
+        mut responses: mpsc::Receiver<(u64, Option<TradeResponse>)>,
+        mut restores: mpsc::Receiver<crate::market::Record>,
     ) -> anyhow::Result<()> {
         let mut flush = tokio::time::interval(Duration::from_millis(200));
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut prune = tokio::time::interval(Duration::from_secs(10));
         loop {
             tokio::select! {
@@ -467,7 +499,12 @@ impl Core {
                     Some(ev) => self.net_event(ev).await,
                     None => bail!("the network task stopped"),
                 },
-                Some(outcome) = outcomes.recv() => self.outcome(outcome),
+                Some(outcome) = outcomes.recv() => self.outcome(outcome).await,
+                Some((token, resp)) = responses.recv() => {
+                    self.feed(crate::market::Input::Response { token, resp }).await;
+                }
+                Some(r) = restores.recv() => self.feed(crate::market::Input::Restore(r)).await,
+                _ = tick.tick() => self.feed(crate::market::Input::Tick).await,
                 Some(ev) = meter.recv() => self.meter_event(ev).await,
                 _ = flush.tick() => self.flush().await,
                 _ = prune.tick() => self.prune().await,
@@ -492,7 +529,7 @@ impl Core {
     }
 
     async fn prune(&mut self) {
-        let gone = self.book.prune(self.clock.now_ms());
+        let gone = self.market.book.prune(self.clock.now_ms());
         if !gone.is_empty() {
             let store = self.store.clone();
             let _ = tokio::task::spawn_blocking(move || store.remove_offers(&gone)).await;
@@ -501,7 +538,7 @@ impl Core {
             .retain(|_, (t, _)| t.elapsed() < Duration::from_secs(60));
     }
 
-    fn outcome(&mut self, o: Outcome) {
+    async fn outcome(&mut self, o: Outcome) {
         match o {
             Outcome::Accepted { accepted, synced } => {
                 if synced {
@@ -512,13 +549,16 @@ impl Core {
                 let bytes = accepted.envelope.to_bytes();
                 match accepted.msg {
                     Msg::Offer(o) => {
-                        let id = o.id();
-                        if self.book.insert(o, bytes.clone()) {
-                            self.pending_store.push((id, bytes));
+                        if o.maker != self.key.node_id() {
+                            self.pending_store.push((o.id(), bytes.clone()));
                         }
+                        self.feed(crate::market::Input::Offer(o, bytes)).await;
                     }
                     // Ours too: a node that lost its database gets its chain back by sync.
-                    Msg::Attestation(a) => self.keep_attestation(a, bytes),
+                    Msg::Attestation(a) => {
+                        self.keep_attestation(a.clone(), bytes.clone());
+                        self.feed(crate::market::Input::Attestation(a, bytes)).await;
+                    }
                     _ => {}
                 }
             }
@@ -589,12 +629,26 @@ impl Core {
                 request,
                 channel,
             } => {
-                let resp = if self.within_quota(peer) {
-                    self.answer_trade(request).await
-                } else {
-                    TradeResponse::Reject(RejectReason::Busy)
-                };
-                let _ = self.net.respond_trade(channel, resp).await;
+                let from = net::node_id_of(&peer);
+                match from {
+                    Some(from) if self.within_quota(peer) => {
+                        let reply = self.next_reply;
+                        self.next_reply += 1;
+                        self.replies.insert(reply, channel);
+                        self.feed(crate::market::Input::Request {
+                            from,
+                            req: request,
+                            reply,
+                        })
+                        .await;
+                    }
+                    _ => {
+                        let _ = self
+                            .net
+                            .respond_trade(channel, TradeResponse::Reject(RejectReason::Busy))
+                            .await;
+                    }
+                }
             }
             NetEvent::PeerConnected(peer, addr) => {
                 self.remember_peer(peer, addr);
@@ -691,7 +745,11 @@ impl Core {
     /// Fetches the trades we share with a newly connected peer and stores any we lack: a node
     /// whose database was lost, but whose key was restored, gets its trades back this way.
     fn recover_trades(&self, peer: PeerId) {
-        let (net, store, chain) = (self.net.clone(), self.store.clone(), self.n.chain.clone());
+        let (net, chain, restore) = (
+            self.net.clone(),
+            self.n.chain.clone(),
+            self.restore_tx.clone(),
+        );
         let me = self.key.node_id();
         tokio::spawn(async move {
             let mut skip = 0u32;
@@ -713,17 +771,15 @@ impl Core {
                     if t.maker() != me && t.taker != me {
                         continue;
                     }
-                    let store = store.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        if matches!(
-                            store.trade(&t.id()),
-                            Ok(Some((crate::store::TradeState::Agreed, _)))
-                        ) {
-                            return Ok(());
-                        }
-                        store.put_trade(&t.id(), crate::store::TradeState::Agreed, &bytes, None)
-                    })
-                    .await;
+                    // The market keeps what it lacks and persists it.
+                    let record = crate::market::Record::Trade {
+                        id: t.id(),
+                        state: crate::market::TradeState::Agreed,
+                        envelope: bytes,
+                    };
+                    if restore.send(record).await.is_err() {
+                        return;
+                    }
                 }
                 if !more || n == 0 {
                     return;
@@ -737,21 +793,15 @@ impl Core {
         let Some(them) = net::node_id_of(&peer) else {
             return SyncResponse::Refused;
         };
-        let store = self.store.clone();
-        let Ok(Ok(all)) = tokio::task::spawn_blocking(move || store.trades()).await else {
-            return SyncResponse::Refused;
-        };
-        let mut shared: Vec<(u64, Vec<u8>)> = all
-            .into_iter()
-            .filter(|(state, _)| *state == crate::store::TradeState::Agreed)
-            .filter_map(|(_, bytes)| {
-                let t = Envelope::from_bytes(&bytes)
-                    .ok()?
-                    .payload_as::<wattmesh_protocol::Trade>()
-                    .ok()?;
-                ((t.maker() == them || t.taker == them) && t.slot_ms >= from_slot_ms)
-                    .then_some((t.slot_ms, bytes))
+        let mut shared: Vec<(u64, Vec<u8>)> = self
+            .market
+            .trades()
+            .filter(|t| t.state == crate::market::TradeState::Agreed)
+            .filter(|t| {
+                (t.trade.maker() == them || t.trade.taker == them)
+                    && t.trade.slot_ms >= from_slot_ms
             })
+            .map(|t| (t.trade.slot_ms, t.envelope.clone()))
             .collect();
         shared.sort();
         let start = (skip as usize).min(shared.len());
@@ -767,7 +817,7 @@ impl Core {
     async fn answer_sync(&self, peer: PeerId, req: SyncRequest) -> SyncResponse {
         match req {
             SyncRequest::Offers { from_slot_ms, skip } => {
-                let all = self.book.sorted_from(from_slot_ms);
+                let all = self.market.book.sorted_from(from_slot_ms);
                 let start = (skip as usize).min(all.len());
                 let page: Vec<Vec<u8>> = all[start..]
                     .iter()
@@ -838,7 +888,7 @@ impl Core {
                     now_ms: now,
                     listening,
                     peers,
-                    offers: self.book.len(),
+                    offers: self.market.book.len(),
                     meter: self.meter.clone(),
                     counters: Counters {
                         attestation_chain_breaks: self
@@ -851,6 +901,7 @@ impl Core {
             }
             Request::Offers(reply) => {
                 let list = self
+                    .market
                     .book
                     .sorted_from(0)
                     .into_iter()
@@ -859,12 +910,27 @@ impl Core {
                 let _ = reply.send(list);
             }
             Request::Post(p, reply) => {
-                let r = self.post(p).await;
-                let _ = reply.send(r);
+                let now = self.clock.now_ms();
+                let c = self.n.chain.at(now).charter.clone();
+                let slot_ms = p.slot_ms.unwrap_or_else(|| slot::first_open_slot(&c, now));
+                let cmd = self.cmd(CmdReply::Post(reply));
+                self.feed(crate::market::Input::Post {
+                    cmd,
+                    side: match p.side {
+                        SideArg::Sell => Side::Sell,
+                        SideArg::Buy => Side::Buy,
+                    },
+                    quantity_wh: p.quantity_wh,
+                    price: p.price,
+                    slot_ms,
+                    min_fill_wh: p.min_fill_wh.unwrap_or(1),
+                    nonce: random_u64(),
+                })
+                .await;
             }
             Request::Cancel(nonce, reply) => {
-                let r = self.cancel(nonce).await;
-                let _ = reply.send(r);
+                let cmd = self.cmd(CmdReply::Cancel(reply));
+                self.feed(crate::market::Input::Cancel { cmd, nonce }).await;
             }
             Request::Dial(addr, reply) => {
                 let r = self
@@ -916,6 +982,7 @@ impl Core {
             }
             Request::OfferBytes(nonce, reply) => {
                 let bytes = self
+                    .market
                     .book
                     .sorted_from(0)
                     .into_iter()
@@ -924,37 +991,28 @@ impl Core {
                 let _ = reply.send(bytes);
             }
             Request::Take(maker, nonce, energy_wh, reply) => {
-                let id = OfferId { maker, nonce };
-                let Some(entry) = self.book.get(&id) else {
-                    let _ = reply.send(Err("no such offer in the book".into()));
-                    return;
-                };
-                let taker = trading::Taker {
-                    key: self.key.clone(),
-                    store: self.store.clone(),
-                    net: self.net.clone(),
-                    chain: self.n.chain.clone(),
-                    now_ms: self.clock.now_ms(),
-                    may_sign: self.clock.may_sign(),
-                };
-                let offer = entry.offer.clone();
-                tokio::spawn(async move {
-                    let _ = reply.send(taker.take(offer, energy_wh).await);
-                });
+                let cmd = self.cmd(CmdReply::Take(reply));
+                self.feed(crate::market::Input::Take {
+                    cmd,
+                    offer: OfferId { maker, nonce },
+                    energy_wh,
+                    nonce: random_u64(),
+                })
+                .await;
             }
             Request::Trades(reply) => {
-                let store = self.store.clone();
                 let me = self.key.node_id();
-                let list = tokio::task::spawn_blocking(move || store.trades())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|(state, bytes)| {
-                        let env = Envelope::from_bytes(&bytes).ok()?;
-                        let t = env.payload_as::<wattmesh_protocol::Trade>().ok()?;
-                        Some(trading::view(&me, &t, state))
+                let settlements: HashMap<_, _> = self.market.settlements().collect();
+                let list = self
+                    .market
+                    .trades()
+                    .map(|t| {
+                        trade_view(
+                            &me,
+                            &t.trade,
+                            t.state,
+                            settlements.get(&t.trade.id()).copied(),
+                        )
                     })
                     .collect();
                 let _ = reply.send(list);
@@ -1031,89 +1089,188 @@ impl Core {
         }
     }
 
-    /// Signs, checks, stores durably and publishes one of our own offer versions.
-    async fn sign_and_publish(&mut self, offer: Offer) -> Result<OfferView, String> {
-        if !self.clock.may_sign() {
-            return Err(
-                "the clock is not synchronised; refusing to sign (see `wattmesh status`)".into(),
-            );
-        }
-        let now = self.clock.now_ms();
-        let charter = self.n.chain.at(now);
-        validate::check_offer(&charter.charter, &offer, &self.key.node_id())
-            .map_err(|e| e.to_string())?;
-        validate::check_offer_fresh(&charter.charter, &offer, now).map_err(|e| e.to_string())?;
-        let env = Envelope::seal(&offer, charter.hash, &self.key);
-        let bytes = env.to_bytes();
-        let store = self.store.clone();
-        let batch = vec![(offer.id(), bytes.clone())];
-        tokio::task::spawn_blocking(move || store.put_offers(&batch))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        let _ = self.work.send(Work::Own(Box::new(offer.clone()))).await;
-        let view = OfferView::from(&offer);
-        self.book.insert(offer, bytes.clone());
-        match self.net.publish(TopicKind::Offers, bytes).await {
-            Ok(Ok(())) => {}
-            // With no peers yet the offer still stands: peers fetch it by sync when they connect.
-            Ok(Err(e)) => debug!("offer stored but not gossiped: {e}"),
-            Err(e) => return Err(e.to_string()),
-        }
-        Ok(view)
+    /// Hands one input to the market and carries out what it asks.
+    async fn feed(&mut self, input: crate::market::Input) {
+        let outs = self
+            .market
+            .handle(self.clock.now_ms(), self.clock.may_sign(), input);
+        self.exec(outs).await;
     }
 
-    async fn post(&mut self, p: PostOffer) -> Result<OfferView, String> {
-        let now = self.clock.now_ms();
-        let c = self.n.chain.at(now).charter.clone();
-        let slot_ms = p.slot_ms.unwrap_or_else(|| slot::first_open_slot(&c, now));
+    /// Carries out the market's outputs in order; records are durable before anything after
+    /// them happens.
+    async fn exec(&mut self, outs: Vec<crate::market::Output>) {
+        use crate::market::Output;
+        let mut batch = Vec::new();
+        for o in outs {
+            if let Output::Persist(r) = o {
+                batch.push(r);
+                continue;
+            }
+            self.commit(&mut batch).await;
+            match o {
+                Output::Persist(_) => {}
+                Output::Publish(topic, bytes) => {
+                    if let Ok(Err(e)) = self.net.publish(topic, bytes).await {
+                        // With no peers yet, offers still reach them by sync when they connect.
+                        debug!("not gossiped: {e}");
+                    }
+                }
+                Output::Send { to, token, req } => {
+                    let (net, tx) = (self.net.clone(), self.responses_tx.clone());
+                    let Some(peer) = net::peer_id_of(&to) else {
+                        let _ = tx.send((token, None)).await;
+                        continue;
+                    };
+                    tokio::spawn(async move {
+                        let resp = match net.trade(peer, req).await {
+                            Ok(Ok(r)) => Some(r),
+                            _ => None,
+                        };
+                        let _ = tx.send((token, resp)).await;
+                    });
+                }
+                Output::Reply { reply, resp } => {
+                    if let Some(ch) = self.replies.remove(&reply) {
+                        let _ = self.net.respond_trade(ch, resp).await;
+                    }
+                }
+                Output::Done { cmd, result } => self.done(cmd, result),
+            }
+        }
+        self.commit(&mut batch).await;
+    }
+
+    async fn commit(&mut self, batch: &mut Vec<crate::market::Record>) {
+        if batch.is_empty() {
+            return;
+        }
+        let records = std::mem::take(batch);
         let me = self.key.node_id();
-        let open = self
-            .book
-            .sorted_from(slot_ms)
-            .into_iter()
-            .filter(|e| e.offer.maker == me && e.offer.slot_ms == slot_ms)
-            .count();
-        if open >= c.max_open_offers_per_slot as usize {
-            return Err(format!(
-                "already {open} open offers for this slot, the neighbourhood's limit; amend or cancel one"
-            ));
+        for r in &records {
+            if let crate::market::Record::Offer { envelope, .. } = r {
+                if let Ok(o) = Envelope::from_bytes(envelope).and_then(|e| e.payload_as::<Offer>())
+                {
+                    if o.maker == me {
+                        // So that replays of our own offers are refused too.
+                        let _ = self.work.send(Work::Own(Box::new(o))).await;
+                    }
+                }
+            }
         }
-        let mut nonce = [0u8; 8];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
-        let offer = Offer {
-            maker: self.key.node_id(),
-            nonce: u64::from_le_bytes(nonce),
-            version: 1,
-            side: match p.side {
-                SideArg::Sell => Side::Sell,
-                SideArg::Buy => Side::Buy,
-            },
-            slot_ms,
-            quantity_wh: p.quantity_wh,
-            min_fill_wh: p.min_fill_wh.unwrap_or(1).min(p.quantity_wh),
-            price: p.price,
-            created_ms: now,
-            expires_ms: slot::gate_closure(&c, slot_ms),
-            attributes: 0,
-            ext: Vec::new(),
-        };
-        self.sign_and_publish(offer).await
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.put_records(&records)).await {
+            Ok(Ok(())) => {}
+            other => warn!("storing market records failed: {other:?}"),
+        }
     }
 
-    async fn cancel(&mut self, nonce: u64) -> Result<(), String> {
-        let id = OfferId {
-            maker: self.key.node_id(),
-            nonce,
+    fn done(&mut self, cmd: u64, result: Result<crate::market::CmdResult, String>) {
+        use crate::market::CmdResult;
+        let Some(reply) = self.cmds.remove(&cmd) else {
+            return;
         };
-        let Some(e) = self.book.get(&id) else {
-            return Err(format!("no open offer of ours with nonce {nonce}"));
-        };
-        let mut o = e.offer.clone();
-        o.version += 1;
-        o.quantity_wh = 0;
-        o.min_fill_wh = 0;
-        o.created_ms = self.clock.now_ms().max(o.created_ms);
-        self.sign_and_publish(o).await.map(|_| ())
+        let me = self.key.node_id();
+        match reply {
+            CmdReply::Post(r) => {
+                let _ = r.send(result.and_then(|x| match x {
+                    CmdResult::Posted(o) => Ok(OfferView::from(&o)),
+                    other => Err(format!("unexpected result {other:?}")),
+                }));
+            }
+            CmdReply::Cancel(r) => {
+                let _ = r.send(result.map(|_| ()));
+            }
+            CmdReply::Take(r) => {
+                let _ = r.send(result.and_then(|x| match x {
+                    CmdResult::Traded(t) => {
+                        Ok(trade_view(&me, &t, crate::market::TradeState::Agreed, None))
+                    }
+                    other => Err(format!("unexpected result {other:?}")),
+                }));
+            }
+        }
+    }
+
+    fn cmd(&mut self, reply: CmdReply) -> u64 {
+        let id = self.next_cmd;
+        self.next_cmd += 1;
+        self.cmds.insert(id, reply);
+        id
+    }
+}
+
+/// Where a command's result goes.
+#[derive(Debug)]
+enum CmdReply {
+    Post(Reply<Result<OfferView, String>>),
+    Cancel(Reply<Result<(), String>>),
+    Take(Reply<Result<TradeView, String>>),
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    u64::from_le_bytes(b)
+}
+
+/// A trade as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TradeView {
+    /// The taker (hex).
+    pub taker: String,
+    /// The taker's nonce.
+    pub nonce: u64,
+    /// `maker` or `taker`: our role.
+    pub role: &'static str,
+    /// `sell` or `buy`: our side.
+    pub side: &'static str,
+    /// The counterparty's short id.
+    pub counterparty: String,
+    /// The slot.
+    pub slot_ms: u64,
+    /// Energy, Wh.
+    pub energy_wh: u64,
+    /// Price per kWh, thousandths of a minor unit.
+    pub price: u64,
+    /// Where it stands.
+    pub state: crate::market::TradeState,
+    /// Where its settlement stands, once there is one.
+    pub settlement: Option<crate::market::SettleState>,
+    /// Energy counted as delivered, once settled.
+    pub delivered_wh: Option<u64>,
+    /// Money due (positive: to us), milli-minor units, once settled.
+    pub amount: Option<i64>,
+}
+
+fn trade_view(
+    me: &NodeId,
+    t: &wattmesh_protocol::Trade,
+    state: crate::market::TradeState,
+    settlement: Option<&crate::market::SettleRec>,
+) -> TradeView {
+    let maker = t.maker() == *me;
+    let selling = t.seller() == *me;
+    let s = settlement.and_then(|r| r.settlement.as_ref());
+    TradeView {
+        taker: t.taker.to_hex(),
+        nonce: t.nonce,
+        role: if maker { "maker" } else { "taker" },
+        side: if selling { "sell" } else { "buy" },
+        counterparty: if maker {
+            t.taker.short()
+        } else {
+            t.maker().short()
+        },
+        slot_ms: t.slot_ms,
+        energy_wh: t.energy_wh,
+        price: t.price,
+        state,
+        settlement: settlement.map(|r| r.state),
+        delivered_wh: s.map(|s| s.delivered_wh),
+        amount: s.map(|s| {
+            let a = i64::try_from(s.amount).unwrap_or(i64::MAX);
+            if selling { a } else { -a }
+        }),
     }
 }
