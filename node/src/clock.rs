@@ -20,6 +20,19 @@ pub enum ClockState {
 pub struct Clock {
     check: ClockCheck,
     offset_ms: i64,
+    /// Simulated milliseconds per real millisecond (the testnet's accelerated clock); 1 on a
+    /// real node.
+    speed: u64,
+    /// The real time from which simulated time runs `speed` times faster (the configured
+    /// origin, or when the clock was made). Nodes sharing an origin, offset and speed agree.
+    origin_ms: i64,
+}
+
+fn system_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Clock {
@@ -28,16 +41,33 @@ impl Clock {
         Clock {
             check: cfg.check,
             offset_ms: cfg.offset_ms,
+            speed: u64::from(cfg.speed.max(1)),
+            origin_ms: if cfg.origin_ms > 0 {
+                cfg.origin_ms as i64
+            } else {
+                system_ms()
+            },
         }
     }
 
-    /// Now, in UTC milliseconds, including the configured offset.
+    /// Now, in UTC milliseconds: the system clock, run `speed` times faster from when the
+    /// clock was made, plus the configured offset.
     pub fn now_ms(&self) -> u64 {
-        let sys = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        sys.saturating_add(self.offset_ms).max(0) as u64
+        let elapsed = system_ms().saturating_sub(self.origin_ms).max(0);
+        let sim = self
+            .origin_ms
+            .saturating_add(elapsed.saturating_mul(self.speed as i64));
+        sim.saturating_add(self.offset_ms).max(0) as u64
+    }
+
+    /// How long to wait, in real time, until the clock shows `at_ms`.
+    pub fn real_until(&self, at_ms: u64) -> std::time::Duration {
+        std::time::Duration::from_millis(at_ms.saturating_sub(self.now_ms()) / self.speed)
+    }
+
+    /// Simulated milliseconds per real millisecond.
+    pub fn speed(&self) -> u64 {
+        self.speed
     }
 
     /// Whether the clock is synchronised right now.
@@ -88,15 +118,35 @@ mod tests {
         let c = Clock::new(&ClockConfig {
             check: ClockCheck::Unsynced,
             offset_ms: 0,
+            speed: 1,
+            origin_ms: 0,
         });
         assert!(!c.may_sign());
         let t = Clock::new(&ClockConfig {
             check: ClockCheck::Trust,
             offset_ms: 3_600_000,
+            speed: 1,
+            origin_ms: 0,
         });
         assert!(t.may_sign());
         let plain = Clock::new(&ClockConfig::default());
         let d = t.now_ms() as i64 - plain.now_ms() as i64;
         assert!((3_590_000..=3_610_000).contains(&d), "{d}");
+    }
+
+    #[test]
+    fn an_accelerated_clock_runs_faster() {
+        let fast = Clock::new(&ClockConfig {
+            check: ClockCheck::Trust,
+            offset_ms: 0,
+            speed: 100,
+            origin_ms: 0,
+        });
+        let a = fast.now_ms();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let b = fast.now_ms();
+        // At least 50 real ms passed, so at least 5 simulated seconds.
+        assert!(b - a >= 5_000, "{}", b - a);
+        assert!(fast.real_until(b + 10_000) <= std::time::Duration::from_millis(100));
     }
 }

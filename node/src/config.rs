@@ -83,6 +83,12 @@ pub struct ClockConfig {
     pub check: ClockCheck,
     /// A fixed offset added to the system clock, in milliseconds (the testnet's clock skew).
     pub offset_ms: i64,
+    /// Simulated milliseconds per real millisecond: 1 on a real node; the testnet runs its
+    /// neighbourhood faster. Network timers always run on real time.
+    pub speed: u32,
+    /// The real time (UTC ms) from which an accelerated clock runs faster; 0 means when the
+    /// node starts. Homes of one testnet share it, so their clocks agree.
+    pub origin_ms: u64,
 }
 
 /// Storage settings.
@@ -104,6 +110,8 @@ impl Default for Config {
             clock: ClockConfig {
                 check: ClockCheck::Auto,
                 offset_ms: 0,
+                speed: 1,
+                origin_ms: 0,
             },
             storage: StorageConfig {
                 database: PathBuf::from("wattmesh.redb"),

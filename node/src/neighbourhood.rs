@@ -64,6 +64,18 @@ impl Neighbourhood {
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut psk);
         let charter = Charter::founding(NeighbourhoodId(id), name, founder.node_id(), now_ms);
+        Neighbourhood::found_with(data_dir, store, founder, charter, psk)
+    }
+
+    /// Founds a neighbourhood with a charter of the caller's choosing (a testnet scenario's
+    /// slot length and tariffs) and the given network key, and saves it.
+    pub fn found_with(
+        data_dir: &Path,
+        store: &Store,
+        founder: &NodeKey,
+        charter: Charter,
+        psk: [u8; 32],
+    ) -> anyhow::Result<Neighbourhood> {
         let signed = SignedCharter::found(charter, founder).context("the founding charter")?;
         let n = Neighbourhood {
             chain: CharterChain::new(signed)?,

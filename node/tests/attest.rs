@@ -70,3 +70,116 @@ async fn nodes_attest_each_slot_and_peers_keep_the_attestations() {
     a.handle.stop().await;
     b.handle.stop().await;
 }
+
+/// A config on an accelerated clock that starts at a sunny midsummer midday in Ames; nodes
+/// made with the same `origin` agree on the time.
+fn fast_config(bootstrap: Vec<String>, origin: u64) -> wattmesh_node::config::Config {
+    let mut c = test_config(bootstrap);
+    c.meter.source = SourceKind::Simulated;
+    c.meter.poll_secs = 10;
+    // Registers from a recent date, so the first reading is quick to integrate.
+    c.meter.sim.registers_from =
+        wattmesh_node::meter::sim::calendar::Date::new(2026, 6, 1).unwrap();
+    c.clock.speed = 20;
+    c.clock.origin_ms = origin;
+    // 2026-06-21 17:54 UTC is 12:54 in Ames: a slot boundary six minutes away.
+    c.clock.offset_ms = 1_782_064_440_000 - origin as i64;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trade_is_delivered_attested_and_settled_identically_on_both_sides() {
+    use wattmesh_node::market::SettleState;
+    use wattmesh_node::node::{PostOffer, SideArg};
+    let dir = tempfile::tempdir().unwrap();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let (sdir, bdir) = (dir.path().join("seller"), dir.path().join("buyer"));
+    let hood = found_fast(&sdir);
+    join(&bdir, &hood);
+    let origin = wattmesh_node::clock::Clock::new(&Default::default()).now_ms();
+    let seller = TestNode::start(&sdir, fast_config(vec![], origin)).await;
+    let buyer = TestNode::start(&bdir, fast_config(vec![seller.addr().await], origin)).await;
+    eventually(Duration::from_secs(30), || async {
+        (buyer.peer_count().await == 1).then_some(())
+    })
+    .await
+    .expect("connected");
+    let offer = seller
+        .handle
+        .post(PostOffer {
+            side: SideArg::Sell,
+            quantity_wh: 300,
+            price: 9_000,
+            slot_ms: None,
+            min_fill_wh: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    eventually(Duration::from_secs(30), || async {
+        buyer.has_offer(offer.nonce).await.then_some(())
+    })
+    .await
+    .expect("the buyer sees the offer");
+    let trade = buyer
+        .handle
+        .take(key_of(&sdir).node_id(), offer.nonce, 200)
+        .await
+        .unwrap()
+        .unwrap();
+    // The slot runs, both attest, the seller settles and the buyer countersigns.
+    let settled = |node: &TestNode| {
+        let nonce = trade.nonce;
+        let h = node.handle.clone();
+        async move {
+            let t = h.trades().await.ok()?;
+            let t = t.into_iter().find(|t| t.nonce == nonce)?;
+            (t.settlement == Some(SettleState::Settled)).then_some(t)
+        }
+    };
+    let s = eventually(Duration::from_secs(90), || settled(&seller))
+        .await
+        .expect("the seller settles");
+    let b = eventually(Duration::from_secs(30), || settled(&buyer))
+        .await
+        .expect("the buyer settles");
+    assert_eq!(s.delivered_wh, b.delivered_wh);
+    assert_eq!(
+        s.amount,
+        b.amount.map(|a| -a),
+        "one amount, booked to both sides"
+    );
+    let delivered = s.delivered_wh.unwrap();
+    assert!(delivered <= 200);
+    assert_eq!(
+        s.amount.unwrap() as u64,
+        wattmesh_protocol::units::cost(delivered, 9_000)
+    );
+    // Both attested the slot; the seller's attestation commits to the 200 Wh it sold.
+    let seller_id = key_of(&sdir).node_id();
+    let atts = buyer.handle.attestations(seller_id).await.unwrap();
+    let own = seller.handle.attestations(seller_id).await.unwrap();
+    let Some(att) = atts.iter().find(|a| a.slot_ms == trade.slot_ms) else {
+        panic!(
+            "no attestation of the seller for slot {} at the buyer: buyer has {:?}, seller has {:?}; seller view {s:?}; buyer counters {:?}",
+            trade.slot_ms,
+            atts.iter().map(|a| a.slot_ms).collect::<Vec<_>>(),
+            own.iter()
+                .map(|a| (a.slot_ms, a.sold.sum))
+                .collect::<Vec<_>>(),
+            buyer.handle.status().await.unwrap().counters
+        );
+    };
+    eprintln!(
+        "settled: delivered {:?} Wh, amount {:?}; seller exported {} Wh in the slot",
+        s.delivered_wh, s.amount, att.export_wh
+    );
+    assert_eq!(att.sold.sum, 200);
+    // The settlement rule, from the attestation alone: one sale, so the export up to 200 Wh.
+    assert_eq!(delivered, att.export_wh.min(200));
+    seller.handle.stop().await;
+    buyer.handle.stop().await;
+}

@@ -133,6 +133,9 @@ impl Core {
             }
         }
         self.counters.attestations_signed += 1;
+        // The market settles our sales against it.
+        self.feed(crate::market::Input::Attestation(a.clone(), bytes.clone()))
+            .await;
         if let Ok(Err(e)) = self
             .net
             .publish(crate::net::behaviour::TopicKind::Attestations, bytes)

@@ -481,7 +481,9 @@ impl Core {
         mut restores: mpsc::Receiver<crate::market::Record>,
     ) -> anyhow::Result<()> {
         let mut flush = tokio::time::interval(Duration::from_millis(200));
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // The market's clock: once a simulated second, but at most 20 times a real second.
+        let tick_ms = (1000 / self.clock.speed()).max(50);
+        let mut tick = tokio::time::interval(Duration::from_millis(tick_ms));
         let mut prune = tokio::time::interval(Duration::from_secs(10));
         loop {
             tokio::select! {

@@ -31,6 +31,25 @@ pub fn found(dir: &Path) -> Neighbourhood {
     Neighbourhood::found(dir, &store, &key, "Test Lane", 0).unwrap()
 }
 
+/// Founds a neighbourhood with 5-minute slots, a 30 s gate closure and a 2-minute grace, for
+/// tests that run whole slots on an accelerated clock (the grace leaves room for real-time
+/// lags multiplied by the clock's speed).
+pub fn found_fast(dir: &Path) -> Neighbourhood {
+    std::fs::create_dir_all(dir).unwrap();
+    let store = Store::open(&dir.join("wattmesh.redb")).unwrap();
+    let (key, _) = wattmesh_node::identity::load_or_create(&dir.join("node.key")).unwrap();
+    let mut c = wattmesh_protocol::Charter::founding(
+        wattmesh_protocol::NeighbourhoodId([0x42; 16]),
+        "Fast Lane",
+        key.node_id(),
+        0,
+    );
+    c.slot_minutes = 5;
+    c.gate_closure_secs = 30;
+    c.settlement_grace_secs = 120;
+    Neighbourhood::found_with(dir, &store, &key, c, [0x17; 32]).unwrap()
+}
+
 /// Makes `dir` a member of `n` (as joining with an invite does).
 pub fn join(dir: &Path, n: &Neighbourhood) {
     std::fs::create_dir_all(dir).unwrap();
