@@ -93,6 +93,13 @@ enum Command {
     },
     /// List the running node's trades.
     Trades,
+    /// Print live meter readings (to wire and calibrate a meter). Reads the meter directly
+    /// when the node is not running, through the node when it is.
+    Meter {
+        /// Print one reading and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Export what the node holds as CSV, for a range of delivery slots.
     Export {
         /// What to export.
@@ -306,6 +313,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Meter { once } => meter(&data_dir, &cfg_path, once).await,
         Command::Keys { action } => keys(&data_dir, action),
     }
 }
@@ -483,6 +491,70 @@ fn print_offers(offers: &[Value], w: &mut dyn std::io::Write) -> anyhow::Result<
         )?;
     }
     Ok(())
+}
+
+async fn meter(data_dir: &Path, cfg_path: &Path, once: bool) -> anyhow::Result<()> {
+    let running = control::call(data_dir, &ControlRequest::Status)
+        .await
+        .is_ok();
+    let mut source = if running {
+        None
+    } else {
+        let cfg = Config::load(cfg_path)?;
+        let short = identity::load(&dirs::key_path(data_dir))
+            .map(|k| k.node_id().short())
+            .unwrap_or_default();
+        let s = wattmesh_node::metering::open(&cfg.meter, &short)?
+            .context("no meter is configured ([meter] source = \"none\")")?;
+        Some((s, clock::Clock::new(&cfg.clock)))
+    };
+    loop {
+        match &mut source {
+            None => {
+                let v = ok(control::call(data_dir, &ControlRequest::Status).await?)?;
+                let m = &v["status"]["meter"];
+                println!(
+                    "grid {:>8.1} W   solar {:>8.1} W   load {:>8.1} W   import {} Wh   export {} Wh",
+                    m["grid_w"].as_f64().unwrap_or(0.0),
+                    m["solar_w"].as_f64().unwrap_or(0.0),
+                    m["load_w"].as_f64().unwrap_or(0.0),
+                    m["import_wh"],
+                    m["export_wh"]
+                );
+            }
+            Some((src, clock)) => {
+                let info = src.info().clone();
+                let sample = src.poll(clock.now_ms())?;
+                for r in &sample.readings {
+                    let name = info
+                        .channels
+                        .get(r.channel)
+                        .map(|c| c.name.as_str())
+                        .unwrap_or("?");
+                    let regs = r
+                        .registers
+                        .map(|g| format!("import {} Wh  export {} Wh", g.import_wh, g.export_wh))
+                        .unwrap_or_default();
+                    println!("{name:<8} {:>9.1} W  {:?}  {regs}", r.power_w, r.status);
+                    for (i, leg) in r.legs.iter().enumerate() {
+                        println!(
+                            "   leg {}: {:>6.1} V {:>6.2} A {:>8.1} W {:>8.1} VA  PF {:>5.2}",
+                            i + 1,
+                            leg.vrms_v,
+                            leg.irms_a,
+                            leg.real_power_w,
+                            leg.apparent_power_va,
+                            leg.power_factor
+                        );
+                    }
+                }
+            }
+        }
+        if once {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 fn print_trades(trades: &[Value], w: &mut dyn std::io::Write) -> anyhow::Result<()> {

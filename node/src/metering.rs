@@ -21,6 +21,8 @@ pub enum SourceKind {
     None,
     /// The simulated household (load, PV, battery) of `[meter.sim]`.
     Simulated,
+    /// An Eastron SDM120/SDM630-class energy meter over Modbus, as `[meter.modbus]` says.
+    Modbus,
 }
 
 /// The `[meter]` section of the config.
@@ -38,6 +40,8 @@ pub struct MeterConfig {
     pub retention_days: u32,
     /// The simulated household.
     pub sim: SimConfig,
+    /// The Modbus meter.
+    pub modbus: crate::meter::modbus::ModbusConfig,
 }
 
 impl Default for MeterConfig {
@@ -48,6 +52,7 @@ impl Default for MeterConfig {
             home: String::new(),
             retention_days: 400,
             sim: SimConfig::default(),
+            modbus: crate::meter::modbus::ModbusConfig::default(),
         }
     }
 }
@@ -115,6 +120,9 @@ pub fn open(
             };
             Some(Box::new(SimMeter::new(cfg.sim.clone(), home_id(name))?))
         }
+        SourceKind::Modbus => Some(Box::new(crate::meter::modbus::ModbusMeter::start(
+            cfg.modbus.clone(),
+        )?)),
     })
 }
 
