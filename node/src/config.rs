@@ -25,6 +25,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The meter.
     pub meter: crate::metering::MeterConfig,
+    /// The automatic trader's limits.
+    pub trader: crate::market::trader::Limits,
 }
 
 /// Networking settings.
@@ -117,6 +119,7 @@ impl Default for Config {
                 database: PathBuf::from("wattmesh.redb"),
             },
             meter: crate::metering::MeterConfig::default(),
+            trader: crate::market::trader::Limits::default(),
         }
     }
 }

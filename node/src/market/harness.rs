@@ -4,7 +4,7 @@
 //! persisted. After every run it checks the market's invariants. A failing seed replays
 //! exactly.
 
-use super::{CmdResult, Input, Market, Output, Record, SettleState, TradeState};
+use super::{Input, Market, Output, Record, SettleState, TradeState};
 use crate::net::behaviour::TopicKind;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
@@ -109,6 +109,8 @@ pub struct Report {
     pub orders: Vec<(usize, u64, Side, u64, u64)>,
     /// Every agreed trade (slot, seller, buyer, energy, price).
     pub trades_list: Vec<(u64, usize, usize, u64, u64)>,
+    /// Actions the automatic traders took.
+    pub trader_actions: usize,
     /// Why trades were disputed, with counts.
     pub dispute_reasons: BTreeMap<String, usize>,
 }
@@ -274,7 +276,8 @@ impl Sim {
                         resp_bytes: resp_bytes.clone(),
                     });
                 }
-                Output::Done { result, .. } => if let Ok(CmdResult::Traded(_)) = result {},
+                Output::Done { .. } => {}
+                Output::Traded(_) => self.report.trader_actions += 1,
             }
         }
     }

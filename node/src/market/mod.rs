@@ -10,6 +10,7 @@
 //! records alone.
 
 pub mod harness;
+pub mod trader;
 
 use crate::book::Book;
 use crate::net::behaviour::TopicKind;
@@ -139,6 +140,25 @@ pub enum Input {
         /// The offer's nonce.
         nonce: u64,
     },
+    /// The automatic trader's turn: it looks at the book and the forecast (expected net
+    /// export per slot, Wh) and acts within the owner's limits.
+    Trade {
+        /// The owner's limits.
+        limits: trader::Limits,
+        /// The neighbourhood's UTC offset now, minutes (for the owner's hours).
+        utc_offset_min: i64,
+        /// Expected net export per upcoming slot.
+        forecast: Vec<(u64, i64)>,
+    },
+    /// Move one of our offers to a new price.
+    Reprice {
+        /// The command's id.
+        cmd: CmdId,
+        /// The offer's nonce.
+        nonce: u64,
+        /// The new price.
+        price: u64,
+    },
     /// A record recovered from a peer by sync (a trade or settlement we had lost).
     Restore(Record),
     /// The owner takes (part of) an offer.
@@ -188,6 +208,8 @@ pub enum Output {
         /// The answer.
         resp: TradeResponse,
     },
+    /// The automatic trader did something; here is what and why.
+    Traded(trader::Action),
     /// A command finished.
     Done {
         /// Which command.
@@ -264,6 +286,8 @@ pub struct Market {
     settlements: BTreeMap<TradeId, SettleRec>,
     attestations: HashMap<(NodeId, u64), (MeterAttestation, Vec<u8>)>,
     pending: HashMap<u64, Pending>,
+    /// Counts derived nonces.
+    nonce_counter: u64,
     /// Maker-signed trades whose taker said it holds nothing: not asked again.
     settled_status: std::collections::HashSet<TradeId>,
     next_token: u64,
@@ -301,6 +325,7 @@ impl Market {
             attestations: HashMap::new(),
             pending: HashMap::new(),
             settled_status: std::collections::HashSet::new(),
+            nonce_counter: 0,
             next_token: 1,
             break_reservation: false,
         }
@@ -506,6 +531,20 @@ impl Market {
                     result: r.map(|()| CmdResult::Cancelled),
                 });
             }
+            Input::Trade {
+                limits,
+                utc_offset_min,
+                forecast,
+            } => {
+                self.run_trader(now, may_sign, &limits, utc_offset_min, &forecast, &mut out);
+            }
+            Input::Reprice { cmd, nonce, price } => {
+                let r = self.reprice(now, may_sign, nonce, price, &mut out);
+                out.push(Output::Done {
+                    cmd,
+                    result: r.map(|()| CmdResult::Cancelled),
+                });
+            }
             Input::Restore(r) => {
                 if self.apply_record(&r) {
                     out.push(Output::Persist(r));
@@ -581,6 +620,170 @@ impl Market {
         }));
         out.push(Output::Publish(TopicKind::Offers, bytes));
         Ok(offer)
+    }
+
+    /// Energy in our proposals still in flight, for a slot and our side.
+    pub fn pending_energy(&self, slot_ms: u64, side: Side) -> u64 {
+        self.pending
+            .values()
+            .filter_map(|p| match p {
+                Pending::Propose {
+                    proposal,
+                    side: offer_side,
+                    ..
+                } if proposal.slot_ms == slot_ms && offer_side.opposite() == side => {
+                    Some(proposal.energy_wh)
+                }
+                _ => None,
+            })
+            .sum()
+    }
+
+    /// A nonce for our next offer or proposal, unique without randomness: a hash of who we are,
+    /// the time and a counter (the core must stay deterministic for the harness).
+    fn derive_nonce(&mut self, now: u64) -> u64 {
+        self.nonce_counter += 1;
+        let h = Hash32::tagged(
+            "wattmesh/trader-nonce/v1",
+            &[
+                &self.me.0,
+                &now.to_be_bytes(),
+                &self.nonce_counter.to_be_bytes(),
+            ],
+        );
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h.0[..8]);
+        u64::from_be_bytes(b)
+    }
+
+    fn run_trader(
+        &mut self,
+        now: u64,
+        may_sign: bool,
+        limits: &trader::Limits,
+        utc_offset_min: i64,
+        forecast: &[(u64, i64)],
+        out: &mut Vec<Output>,
+    ) {
+        if !may_sign {
+            return;
+        }
+        let c = self.chain.at(now).charter.clone();
+        let agreed: Vec<Trade> = self
+            .trades
+            .values()
+            .filter(|t| t.state == TradeState::Agreed || t.trade.maker() == self.me)
+            .map(|t| t.trade.clone())
+            .collect();
+        let pending: Vec<(u64, Side, u64)> = self
+            .pending
+            .values()
+            .filter_map(|p| match p {
+                Pending::Propose { proposal, side, .. } => {
+                    Some((proposal.slot_ms, side.opposite(), proposal.energy_wh))
+                }
+                _ => None,
+            })
+            .collect();
+        let fc = |s: u64| {
+            forecast
+                .iter()
+                .find(|(x, _)| *x == s)
+                .map(|(_, v)| *v)
+                .unwrap_or(0)
+        };
+        let pend = |s: u64, side: Side| {
+            pending
+                .iter()
+                .filter(|(x, y, _)| *x == s && *y == side)
+                .map(|(_, _, e)| *e)
+                .sum()
+        };
+        let actions = trader::decide(
+            now,
+            &c,
+            limits,
+            utc_offset_min,
+            self.me,
+            &self.book,
+            &agreed,
+            &fc,
+            &pend,
+        );
+        for a in actions {
+            let ok = match &a {
+                trader::Action::Post {
+                    side,
+                    slot_ms,
+                    quantity_wh,
+                    price,
+                    ..
+                } => {
+                    let nonce = self.derive_nonce(now);
+                    self.post(
+                        now,
+                        may_sign,
+                        *side,
+                        *quantity_wh,
+                        *price,
+                        *slot_ms,
+                        1,
+                        nonce,
+                        out,
+                    )
+                    .is_ok()
+                }
+                trader::Action::Reprice { nonce, price, .. } => {
+                    self.reprice(now, may_sign, *nonce, *price, out).is_ok()
+                }
+                trader::Action::Take {
+                    offer, energy_wh, ..
+                } => {
+                    let nonce = self.derive_nonce(now);
+                    // The trader's takes report through its log, not a command (id 0).
+                    self.take(now, may_sign, 0, *offer, *energy_wh, nonce, out)
+                        .is_ok()
+                }
+            };
+            if ok {
+                out.push(Output::Traded(a));
+            }
+        }
+    }
+
+    fn reprice(
+        &mut self,
+        now: u64,
+        may_sign: bool,
+        nonce: u64,
+        price: u64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), String> {
+        if !may_sign {
+            return Err("the clock is not synchronised; refusing to sign".into());
+        }
+        let id = OfferId {
+            maker: self.me,
+            nonce,
+        };
+        let mut o = self
+            .book
+            .get(&id)
+            .map(|e| e.offer.clone())
+            .ok_or("no open offer of ours with that nonce")?;
+        let charter = self.chain.at(now);
+        o.version += 1;
+        o.price = price;
+        o.created_ms = now.max(o.created_ms);
+        validate::check_offer(&charter.charter, &o, &self.me).map_err(|e| e.to_string())?;
+        let bytes = Envelope::seal(&o, charter.hash, &self.key).to_bytes();
+        self.note_offer(o, bytes.clone());
+        out.push(Output::Persist(Record::Offer {
+            id,
+            envelope: bytes.clone(),
+        }));
+        out.push(Output::Publish(TopicKind::Offers, bytes));
+        Ok(())
     }
 
     fn cancel(

@@ -421,6 +421,9 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         next_cmd: 1,
         responses_tx,
         restore_tx,
+        trader: cfg.trader.clone(),
+        trader_log: std::collections::VecDeque::new(),
+        power_history: std::collections::VecDeque::new(),
         counters: Counters::default(),
         quotas: HashMap::new(),
         quota_per_minute: cfg.network.requests_per_peer_per_minute.max(1),
@@ -457,6 +460,10 @@ struct Core {
     next_cmd: u64,
     responses_tx: mpsc::Sender<(u64, Option<TradeResponse>)>,
     restore_tx: mpsc::Sender<crate::market::Record>,
+    trader: crate::market::trader::Limits,
+    trader_log: std::collections::VecDeque<(u64, crate::market::trader::Action)>,
+    /// Recent grid power readings (time, W), for the trader's forecast.
+    power_history: std::collections::VecDeque<(u64, f64)>,
     counters: Counters,
     quotas: HashMap<PeerId, (Instant, u32)>,
     quota_per_minute: u32,
@@ -506,7 +513,13 @@ impl Core {
                     self.feed(crate::market::Input::Response { token, resp }).await;
                 }
                 Some(r) = restores.recv() => self.feed(crate::market::Input::Restore(r)).await,
-                _ = tick.tick() => self.feed(crate::market::Input::Tick).await,
+                _ = tick.tick() => {
+                    self.feed(crate::market::Input::Tick).await;
+                    if self.trader.enabled {
+                        let input = self.trader_input();
+                        self.feed(input).await;
+                    }
+                }
                 Some(ev) = meter.recv() => self.meter_event(ev).await,
                 _ = flush.tick() => self.flush().await,
                 _ = prune.tick() => self.prune().await,
@@ -1073,6 +1086,10 @@ impl Core {
                         _ => {}
                     }
                 }
+                if self.power_history.len() >= 512 {
+                    self.power_history.pop_front();
+                }
+                self.power_history.push_back((m.at_ms, m.grid_w));
                 self.meter = m;
             }
             crate::metering::MeterEvent::Minute(m) => {
@@ -1088,6 +1105,35 @@ impl Core {
                 });
             }
             crate::metering::MeterEvent::Slot(t) => self.attest(t).await,
+        }
+    }
+
+    /// The trader's turn, with a forecast from the home's own recent history: the mean grid
+    /// power over the last readings (up to 15 minutes), as net export for every upcoming slot.
+    fn trader_input(&self) -> crate::market::Input {
+        let now = self.clock.now_ms();
+        let c = &self.n.chain.at(now).charter;
+        let recent: Vec<f64> = self
+            .power_history
+            .iter()
+            .filter(|(t, _)| now.saturating_sub(*t) <= 15 * 60_000)
+            .map(|(_, w)| *w)
+            .collect();
+        let mean_w = if recent.is_empty() {
+            0.0
+        } else {
+            recent.iter().sum::<f64>() / recent.len() as f64
+        };
+        // Positive grid power is import; the forecast counts export as positive.
+        let per_slot = (-mean_w * c.slot_minutes as f64 / 60.0).round() as i64;
+        let first = slot::first_open_slot(c, now);
+        let forecast = (0..u64::from(self.trader.lead_slots.max(1)))
+            .map(|k| (first + k * c.slot_ms(), per_slot))
+            .collect();
+        crate::market::Input::Trade {
+            limits: self.trader.clone(),
+            utc_offset_min: self.trader.utc_offset_minutes,
+            forecast,
         }
     }
 
@@ -1138,6 +1184,13 @@ impl Core {
                     }
                 }
                 Output::Done { cmd, result } => self.done(cmd, result),
+                Output::Traded(action) => {
+                    info!(?action, "automatic trader");
+                    if self.trader_log.len() >= 200 {
+                        self.trader_log.pop_front();
+                    }
+                    self.trader_log.push_back((self.clock.now_ms(), action));
+                }
             }
         }
         self.commit(&mut batch).await;

@@ -1,0 +1,322 @@
+//! The automatic trader (the original design's "transaction matchmaker"): within limits the
+//! owner sets, it sells forecast surplus and buys for forecast deficit, slot by slot, with a
+//! price ramp inside each slot's trading window: sellers step down from near the retail tariff
+//! toward their floor, buyers step up from near the feed-in tariff toward their ceiling. It
+//! both takes matching offers from the book and posts its own. It is pure: it looks at the
+//! book, our trades and the forecast, and returns actions, each with the reason it was taken.
+
+use crate::book::Book;
+use serde::{Deserialize, Serialize};
+use wattmesh_protocol::charter::Charter;
+use wattmesh_protocol::offer::{OfferId, Side};
+use wattmesh_protocol::{NodeId, Trade, slot};
+
+/// How many price steps a ramp has.
+pub const RAMP_STEPS: u64 = 10;
+
+/// The owner's limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Whether the trader acts at all.
+    pub enabled: bool,
+    /// Sell forecast surplus.
+    pub sell: bool,
+    /// The lowest price to sell at (thousandths of a minor unit per kWh).
+    pub min_sell_price: u64,
+    /// Keep this much of each slot's surplus unsold (a safety margin against a poor forecast), Wh.
+    pub sell_above_wh: u64,
+    /// Sell at most this much per slot, Wh.
+    pub max_sell_wh: u64,
+    /// Buy for forecast deficit.
+    pub buy: bool,
+    /// The highest price to buy at.
+    pub max_buy_price: u64,
+    /// Buy at most this much per slot, Wh.
+    pub max_buy_wh: u64,
+    /// Trade only for slots starting in these local hours, `[from, to)` (0 and 24: all day).
+    pub from_hour: u8,
+    /// See `from_hour`.
+    pub to_hour: u8,
+    /// Trade this many slots ahead.
+    pub lead_slots: u32,
+    /// The trading window before each slot's gate closure, minutes, over which prices ramp.
+    pub ramp_minutes: u32,
+    /// The owner's time zone as minutes from UTC, for `from_hour`/`to_hour` (US Central
+    /// Standard Time by default).
+    pub utc_offset_minutes: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            enabled: false,
+            sell: true,
+            min_sell_price: 7_000,
+            sell_above_wh: 50,
+            max_sell_wh: 5_000,
+            buy: true,
+            max_buy_price: 11_000,
+            max_buy_wh: 5_000,
+            from_hour: 0,
+            to_hour: 24,
+            lead_slots: 2,
+            ramp_minutes: 20,
+            utc_offset_minutes: -360,
+        }
+    }
+}
+
+/// What the trader wants done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Post a new offer.
+    Post {
+        /// Sell or buy.
+        side: Side,
+        /// The slot.
+        slot_ms: u64,
+        /// Energy, Wh.
+        quantity_wh: u64,
+        /// Price.
+        price: u64,
+        /// Why.
+        why: String,
+    },
+    /// Move one of our offers to a new price (the ramp).
+    Reprice {
+        /// The offer's nonce.
+        nonce: u64,
+        /// The new price.
+        price: u64,
+        /// Why.
+        why: String,
+    },
+    /// Take (part of) an offer from the book.
+    Take {
+        /// The offer.
+        offer: OfferId,
+        /// Energy, Wh.
+        energy_wh: u64,
+        /// Why.
+        why: String,
+    },
+}
+
+/// The ramped price at `now` for a slot: sellers from retail down to their floor, buyers from
+/// feed-in up to their ceiling, linearly over the window, clamped to the charter's band.
+pub fn ramp_price(c: &Charter, limits: &Limits, side: Side, slot_ms: u64, now: u64) -> u64 {
+    let gate = slot::gate_closure(c, slot_ms);
+    let window = u64::from(limits.ramp_minutes.max(1)) * 60_000;
+    let open = gate.saturating_sub(window);
+    // The price moves in RAMP_STEPS steps, so an offer gets a handful of versions, not one
+    // per tick.
+    let step_len = (window / RAMP_STEPS).max(1);
+    let done = (now.saturating_sub(open) / step_len * step_len).min(window);
+    let (from, to) = match side {
+        Side::Sell => (
+            c.retail_price,
+            limits.min_sell_price.clamp(c.feed_in_price, c.retail_price),
+        ),
+        Side::Buy => (
+            c.feed_in_price,
+            limits.max_buy_price.clamp(c.feed_in_price, c.retail_price),
+        ),
+    };
+    let span = from.abs_diff(to);
+    let step = (u128::from(span) * u128::from(done) / u128::from(window)) as u64;
+    if from >= to { from - step } else { from + step }
+}
+
+/// Local hour of a UTC time, for the owner's window, with a fixed UTC offset in minutes.
+fn local_hour(utc_ms: u64, utc_offset_min: i64) -> u8 {
+    let local = utc_ms as i64 / 60_000 + utc_offset_min;
+    (local.rem_euclid(24 * 60) / 60) as u8
+}
+
+/// Decides what to do at `now`. `forecast(slot)` is the expected net export of our home in
+/// that slot, Wh (negative: a deficit). `pending(slot, side)` is energy in proposals still in
+/// flight. Returns the actions, each with its reason.
+#[allow(clippy::too_many_arguments)]
+pub fn decide(
+    now: u64,
+    c: &Charter,
+    limits: &Limits,
+    utc_offset_min: i64,
+    me: NodeId,
+    book: &Book,
+    trades: &[Trade],
+    forecast: &dyn Fn(u64) -> i64,
+    pending: &dyn Fn(u64, Side) -> u64,
+) -> Vec<Action> {
+    let mut out = Vec::new();
+    if !limits.enabled {
+        return out;
+    }
+    let first = slot::first_open_slot(c, now);
+    for k in 0..u64::from(limits.lead_slots) {
+        let s = first + k * c.slot_ms();
+        let h = local_hour(s, utc_offset_min);
+        let in_hours = if limits.from_hour <= limits.to_hour {
+            h >= limits.from_hour && h < limits.to_hour
+        } else {
+            h >= limits.from_hour || h < limits.to_hour
+        };
+        let gate = slot::gate_closure(c, s);
+        let window = u64::from(limits.ramp_minutes.max(1)) * 60_000;
+        if !in_hours || now < gate.saturating_sub(window) || now >= gate {
+            continue;
+        }
+        let f = forecast(s);
+        let entries = book.sorted_from(s);
+        let in_slot: Vec<_> = entries.iter().filter(|e| e.offer.slot_ms == s).collect();
+        for side in [Side::Sell, Side::Buy] {
+            let (wanted, on) = match side {
+                Side::Sell if limits.sell && f > limits.sell_above_wh as i64 => (
+                    (f as u64 - limits.sell_above_wh).min(limits.max_sell_wh),
+                    true,
+                ),
+                Side::Buy if limits.buy && f < 0 => (f.unsigned_abs().min(limits.max_buy_wh), true),
+                _ => (0, false),
+            };
+            if !on {
+                continue;
+            }
+            let done: u64 = trades
+                .iter()
+                .filter(|t| t.slot_ms == s)
+                .filter(|t| match side {
+                    Side::Sell => t.seller() == me,
+                    Side::Buy => t.buyer() == me,
+                })
+                .map(|t| t.energy_wh)
+                .sum();
+            let ours: Vec<_> = in_slot
+                .iter()
+                .filter(|e| e.offer.maker == me && e.offer.side == side)
+                .collect();
+            let posted: u64 = ours.iter().map(|e| e.offer.quantity_wh).sum();
+            let mut left = wanted.saturating_sub(done + pending(s, side) + posted);
+            let price = ramp_price(c, limits, side, s, now);
+            // Take what the book already offers at our price or better, best first.
+            let mut matches: Vec<_> = in_slot
+                .iter()
+                .filter(|e| {
+                    e.offer.maker != me
+                        && e.offer.side == side.opposite()
+                        && e.offer.quantity_wh > 0
+                })
+                .filter(|e| match side {
+                    Side::Sell => e.offer.price >= price,
+                    Side::Buy => e.offer.price <= price,
+                })
+                .collect();
+            matches.sort_by_key(|e| match side {
+                Side::Sell => u64::MAX - e.offer.price,
+                Side::Buy => e.offer.price,
+            });
+            // Free the quantity our own posted offer holds if the book can fill it now.
+            let mut reserve = posted;
+            for e in matches {
+                let mut room = left;
+                if room == 0 && reserve > 0 {
+                    room = reserve;
+                }
+                let q = room.min(e.offer.quantity_wh);
+                if q == 0 || q < e.offer.min_fill_wh.min(e.offer.quantity_wh) {
+                    continue;
+                }
+                out.push(Action::Take {
+                    offer: e.offer.id(),
+                    energy_wh: q,
+                    why: format!(
+                        "{} {q} Wh for slot {s}: the book has it at {} and our ramp stands at {price}; forecast {f:+} Wh",
+                        if side == Side::Sell { "sell" } else { "buy" },
+                        e.offer.price
+                    ),
+                });
+                if left >= q {
+                    left -= q;
+                } else {
+                    reserve = reserve.saturating_sub(q - left);
+                    left = 0;
+                }
+            }
+            // Keep our own offer on the ramp; post one for what is still wanted.
+            for e in &ours {
+                if e.offer.price != price {
+                    out.push(Action::Reprice {
+                        nonce: e.offer.nonce,
+                        price,
+                        why: format!(
+                            "ramp: {} offer for slot {s} moves from {} to {price}",
+                            if side == Side::Sell { "sell" } else { "buy" },
+                            e.offer.price
+                        ),
+                    });
+                }
+            }
+            if left > 0 && ours.is_empty() {
+                out.push(Action::Post {
+                    side,
+                    slot_ms: s,
+                    quantity_wh: left,
+                    price,
+                    why: format!(
+                        "forecast {f:+} Wh for slot {s}: {} {left} Wh at {price} (limit {})",
+                        if side == Side::Sell {
+                            "offer"
+                        } else {
+                            "bid for"
+                        },
+                        if side == Side::Sell {
+                            limits.min_sell_price
+                        } else {
+                            limits.max_buy_price
+                        }
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wattmesh_protocol::ids::NeighbourhoodId;
+
+    fn charter() -> Charter {
+        Charter::founding(NeighbourhoodId([0; 16]), "t", NodeId([1; 32]), 0)
+    }
+
+    #[test]
+    fn the_ramp_stays_inside_the_owners_limits_and_the_band() {
+        let c = charter();
+        let l = Limits {
+            enabled: true,
+            ..Limits::default()
+        };
+        let s = 1_782_064_800_000;
+        let gate = slot::gate_closure(&c, s);
+        let window = u64::from(l.ramp_minutes) * 60_000;
+        let mut last_sell = u64::MAX;
+        let mut last_buy = 0;
+        for t in (gate - window..=gate).step_by(10_000) {
+            let ask = ramp_price(&c, &l, Side::Sell, s, t);
+            let bid = ramp_price(&c, &l, Side::Buy, s, t);
+            assert!(ask >= l.min_sell_price && ask <= c.retail_price && ask <= last_sell);
+            assert!(bid <= l.max_buy_price && bid >= c.feed_in_price && bid >= last_buy);
+            last_sell = ask;
+            last_buy = bid;
+        }
+        assert_eq!(last_sell, l.min_sell_price);
+        assert_eq!(last_buy, l.max_buy_price);
+        assert_eq!(
+            ramp_price(&c, &l, Side::Sell, s, gate - window),
+            c.retail_price
+        );
+    }
+}
