@@ -73,19 +73,23 @@ pub struct Scenario {
     pub partition: bool,
     /// Run the deliberately broken build (no reservation).
     pub break_reservation: bool,
+    /// Homes trade with the automatic trader (limits and forecasts drawn per home and slot);
+    /// otherwise owners post and take at random (more collisions on the same offer).
+    pub traders: bool,
 }
 
 impl Default for Scenario {
     fn default() -> Self {
         Scenario {
-            nodes: 10,
-            slots: 3,
+            nodes: 12,
+            slots: 6,
             loss_permille: 20,
             dup_permille: 20,
             max_delay_ms: 300,
             crash_per_million: 200,
             partition: true,
             break_reservation: false,
+            traders: true,
         }
     }
 }
@@ -111,6 +115,11 @@ pub struct Report {
     pub trades_list: Vec<(u64, usize, usize, u64, u64)>,
     /// Actions the automatic traders took.
     pub trader_actions: usize,
+    /// Gains from trade realised (Σ over trades of buyer's limit − seller's limit, × energy),
+    /// in milli-minor units.
+    pub gains_realised: u64,
+    /// Gains a central uniform-price clearing of the same limit orders would realise.
+    pub gains_central: u64,
     /// Why trades were disputed, with counts.
     pub dispute_reasons: BTreeMap<String, usize>,
 }
@@ -142,6 +151,7 @@ enum Ev {
         token: u64,
     },
     Owner(usize),
+    Trader(usize),
     Attest {
         node: usize,
         slot_ms: u64,
@@ -161,6 +171,9 @@ struct Node {
     chain: Option<(u64, Hash32)>,
     registers: (u64, u64),
     next_cmd: u64,
+    limits: super::trader::Limits,
+    /// Expected net export per slot.
+    forecast: BTreeMap<u64, i64>,
 }
 
 /// The harness's neighbourhood charter: 5-minute slots, a short grace.
@@ -392,8 +405,25 @@ impl Sim {
             .collect();
         let sold_root = merkle::root(&sold).expect("small sums");
         // The meter: sellers export between 60 % and 110 % of what they sold.
-        let export = sold_root.sum * self.rng.range(60, 110) / 100 + self.rng.range(0, 50);
-        let import = merkle::root(&bought).expect("small").sum + self.rng.range(0, 300);
+        let (export, import) = if self.sc.traders {
+            // The meter sees roughly what was forecast, sometimes less (a cloud).
+            let f = self.nodes[n].forecast.get(&slot_ms).copied().unwrap_or(0);
+            let k = if self.rng.chance(250) {
+                self.rng.range(50, 100)
+            } else {
+                100
+            };
+            (
+                f.max(0) as u64 * k / 100,
+                f.min(0).unsigned_abs() + self.rng.range(0, 100),
+            )
+        } else {
+            // Sellers export between 60 % and 110 % of what they sold.
+            (
+                sold_root.sum * self.rng.range(60, 110) / 100 + self.rng.range(0, 50),
+                merkle::root(&bought).expect("small").sum + self.rng.range(0, 300),
+            )
+        };
         let c = self.chain.latest().charter.clone();
         let export = export.min(c.max_energy_per_slot_wh());
         let import = import.min(c.max_energy_per_slot_wh());
@@ -532,6 +562,22 @@ impl Sim {
                 let t = self.now + self.rng.range(5_000, 30_000);
                 self.at(t, Ev::Owner(n));
             }
+            Ev::Trader(n) => {
+                if self.nodes[n].up && self.now < self.quiet_from() {
+                    let input = Input::Trade {
+                        limits: self.nodes[n].limits.clone(),
+                        utc_offset_min: 0,
+                        forecast: self.nodes[n]
+                            .forecast
+                            .iter()
+                            .map(|(k, v)| (*k, *v))
+                            .collect(),
+                    };
+                    self.input(n, input);
+                }
+                let t = self.now + 5_000;
+                self.at(t, Ev::Trader(n));
+            }
             Ev::Attest { node, slot_ms } => self.attest(node, slot_ms),
             Ev::Restart(n) => {
                 let node = &mut self.nodes[n];
@@ -579,6 +625,8 @@ pub fn run(seed: u64, sc: &Scenario) -> Report {
                 chain: None,
                 registers: (10_000, 10_000),
                 next_cmd: 1,
+                limits: super::trader::Limits::default(),
+                forecast: BTreeMap::new(),
             }
         })
         .collect();
@@ -609,15 +657,51 @@ pub fn run(seed: u64, sc: &Scenario) -> Report {
         let t = sim.now + sim.rng.range(0, 1_000);
         sim.at(t, Ev::Tick(n));
         let t = sim.now + sim.rng.range(0, 5_000);
-        sim.at(t, Ev::Owner(n));
+        if sc.traders {
+            // Each home has its own limits and, per slot, its own surplus or deficit.
+            let lo = c.feed_in_price;
+            let hi = c.retail_price;
+            let floor = sim.rng.range(lo, lo + (hi - lo) * 7 / 10);
+            let ceiling = sim.rng.range(lo + (hi - lo) * 3 / 10, hi);
+            sim.nodes[n].limits = super::trader::Limits {
+                enabled: true,
+                min_sell_price: floor,
+                max_buy_price: ceiling,
+                sell_above_wh: 0,
+                lead_slots: 2,
+                ramp_minutes: 4,
+                from_hour: 0,
+                to_hour: 24,
+                utc_offset_minutes: 0,
+                ..super::trader::Limits::default()
+            };
+            for k in 0..sc.slots {
+                let slot_ms = START_MS + k * c.slot_ms();
+                let f = sim.rng.range(0, 1_600) as i64 - 800;
+                sim.nodes[n].forecast.insert(slot_ms, f);
+                let (side, price) = if f > 0 {
+                    (Side::Sell, floor)
+                } else {
+                    (Side::Buy, ceiling)
+                };
+                sim.report
+                    .orders
+                    .push((n, slot_ms, side, price, f.unsigned_abs()));
+            }
+            sim.at(t, Ev::Trader(n));
+        } else {
+            sim.at(t, Ev::Owner(n));
+        }
         for s in 0..sc.slots {
             let slot_ms = START_MS + s * c.slot_ms();
             let t = slot_ms + c.slot_ms() + sim.rng.range(1_000, 10_000);
             sim.at(t, Ev::Attest { node: n, slot_ms });
         }
     }
-    let end =
-        START_MS + sc.slots * c.slot_ms() + 3 * u64::from(c.settlement_grace_secs) * 1000 + 30_000;
+    // Long enough after the last slot for settlement, its deadline, and reconciliation.
+    let end = START_MS
+        + sc.slots * c.slot_ms()
+        + (3 + super::RECONCILE_GRACES) * u64::from(c.settlement_grace_secs) * 1000;
     while let Some(std::cmp::Reverse((t, _, ev))) = sim.queue.pop() {
         if t > end {
             break;
@@ -761,6 +845,42 @@ fn check(sim: &mut Sim) {
             ));
         }
     }
+    if sim.sc.traders {
+        // The traders stay inside their owners' limits: no home sells or buys more in a slot
+        // than its forecast allows, or at a price beyond its floor or ceiling.
+        let mut per: HashMap<(usize, u64, Side), u64> = HashMap::new();
+        for &(slot_ms, seller, buyer, energy, price) in &sim.report.trades_list {
+            *per.entry((seller, slot_ms, Side::Sell)).or_default() += energy;
+            *per.entry((buyer, slot_ms, Side::Buy)).or_default() += energy;
+            if let Some(node) = sim.nodes.get(seller) {
+                if price < node.limits.min_sell_price {
+                    sim.report
+                        .violations
+                        .push(format!("node {seller} sold below its floor at {price}"));
+                }
+            }
+            if let Some(node) = sim.nodes.get(buyer) {
+                if price > node.limits.max_buy_price {
+                    sim.report
+                        .violations
+                        .push(format!("node {buyer} bought above its ceiling at {price}"));
+                }
+            }
+        }
+        for ((n, slot_ms, side), q) in per {
+            let f = sim.nodes[n].forecast.get(&slot_ms).copied().unwrap_or(0);
+            let allowed = match side {
+                Side::Sell => f.max(0) as u64,
+                Side::Buy => f.min(0).unsigned_abs(),
+            };
+            if q > allowed {
+                sim.report.violations.push(format!(
+                    "node {n} traded {q} Wh on {side:?} in slot {slot_ms}, its limit is {allowed}"
+                ));
+            }
+        }
+        efficiency(&mut sim.report);
+    }
     let balances: i128 = sim
         .nodes
         .iter()
@@ -771,4 +891,56 @@ fn check(sim: &mut Sim) {
             .violations
             .push(format!("the ledger sums to {balances}, not zero"));
     }
+}
+
+/// Gains from trade: realised by the agreed trades, and by a central uniform-price clearing of
+/// the same limit orders, slot by slot. Each order is (home, slot, side, limit, Wh).
+fn efficiency(r: &mut Report) {
+    let limit = |n: usize, slot: u64| {
+        r.orders
+            .iter()
+            .find(|o| o.0 == n && o.1 == slot)
+            .map(|o| (o.2, o.3))
+    };
+    let mut realised: u128 = 0;
+    for &(slot, seller, buyer, energy, _price) in &r.trades_list {
+        if let (Some((Side::Sell, ask)), Some((Side::Buy, bid))) =
+            (limit(seller, slot), limit(buyer, slot))
+        {
+            realised += u128::from(bid.saturating_sub(ask)) * u128::from(energy) / 1000;
+        }
+    }
+    let mut central: u128 = 0;
+    let slots: std::collections::BTreeSet<u64> = r.orders.iter().map(|o| o.1).collect();
+    for s in slots {
+        let mut bids: Vec<(u64, u64)> = r
+            .orders
+            .iter()
+            .filter(|o| o.1 == s && o.2 == Side::Buy)
+            .map(|o| (o.3, o.4))
+            .collect();
+        let mut asks: Vec<(u64, u64)> = r
+            .orders
+            .iter()
+            .filter(|o| o.1 == s && o.2 == Side::Sell)
+            .map(|o| (o.3, o.4))
+            .collect();
+        bids.sort_by_key(|b| std::cmp::Reverse(b.0));
+        asks.sort_by_key(|a| a.0);
+        let (mut i, mut j) = (0, 0);
+        while i < bids.len() && j < asks.len() && bids[i].0 >= asks[j].0 {
+            let q = bids[i].1.min(asks[j].1);
+            central += u128::from(bids[i].0 - asks[j].0) * u128::from(q) / 1000;
+            bids[i].1 -= q;
+            asks[j].1 -= q;
+            if bids[i].1 == 0 {
+                i += 1;
+            }
+            if asks[j].1 == 0 {
+                j += 1;
+            }
+        }
+    }
+    r.gains_realised = realised as u64;
+    r.gains_central = central as u64;
 }

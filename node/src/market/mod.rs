@@ -539,7 +539,7 @@ impl Market {
                 self.run_trader(now, may_sign, &limits, utc_offset_min, &forecast, &mut out);
             }
             Input::Reprice { cmd, nonce, price } => {
-                let r = self.reprice(now, may_sign, nonce, price, &mut out);
+                let r = self.resize(now, may_sign, nonce, None, price, &mut out);
                 out.push(Output::Done {
                     cmd,
                     result: r.map(|()| CmdResult::Cancelled),
@@ -733,9 +733,14 @@ impl Market {
                     )
                     .is_ok()
                 }
-                trader::Action::Reprice { nonce, price, .. } => {
-                    self.reprice(now, may_sign, *nonce, *price, out).is_ok()
-                }
+                trader::Action::Resize {
+                    nonce,
+                    quantity_wh,
+                    price,
+                    ..
+                } => self
+                    .resize(now, may_sign, *nonce, Some(*quantity_wh), *price, out)
+                    .is_ok(),
                 trader::Action::Take {
                     offer, energy_wh, ..
                 } => {
@@ -751,11 +756,14 @@ impl Market {
         }
     }
 
-    fn reprice(
+    /// Publishes a new version of one of our offers with a new price and, optionally, a new
+    /// quantity (0 withdraws it).
+    fn resize(
         &mut self,
         now: u64,
         may_sign: bool,
         nonce: u64,
+        quantity_wh: Option<u64>,
         price: u64,
         out: &mut Vec<Output>,
     ) -> Result<(), String> {
@@ -774,6 +782,10 @@ impl Market {
         let charter = self.chain.at(now);
         o.version += 1;
         o.price = price;
+        if let Some(q) = quantity_wh {
+            o.quantity_wh = q;
+            o.min_fill_wh = o.min_fill_wh.clamp(u64::from(q > 0), q);
+        }
         o.created_ms = now.max(o.created_ms);
         validate::check_offer(&charter.charter, &o, &self.me).map_err(|e| e.to_string())?;
         let bytes = Envelope::seal(&o, charter.hash, &self.key).to_bytes();

@@ -84,10 +84,13 @@ pub enum Action {
         /// Why.
         why: String,
     },
-    /// Move one of our offers to a new price (the ramp).
-    Reprice {
+    /// Give one of our offers a new quantity and price (the ramp, or energy moved to a take);
+    /// quantity 0 withdraws it.
+    Resize {
         /// The offer's nonce.
         nonce: u64,
+        /// The new quantity, Wh.
+        quantity_wh: u64,
         /// The new price.
         price: u64,
         /// Why.
@@ -196,8 +199,7 @@ pub fn decide(
                 .iter()
                 .filter(|e| e.offer.maker == me && e.offer.side == side)
                 .collect();
-            let posted: u64 = ours.iter().map(|e| e.offer.quantity_wh).sum();
-            let mut left = wanted.saturating_sub(done + pending(s, side) + posted);
+            let mut left = wanted.saturating_sub(done + pending(s, side));
             let price = ramp_price(c, limits, side, s, now);
             // Take what the book already offers at our price or better, best first.
             let mut matches: Vec<_> = in_slot
@@ -216,18 +218,13 @@ pub fn decide(
                 Side::Sell => u64::MAX - e.offer.price,
                 Side::Buy => e.offer.price,
             });
-            // Free the quantity our own posted offer holds if the book can fill it now.
-            let mut reserve = posted;
+            let mut takes = Vec::new();
             for e in matches {
-                let mut room = left;
-                if room == 0 && reserve > 0 {
-                    room = reserve;
-                }
-                let q = room.min(e.offer.quantity_wh);
+                let q = left.min(e.offer.quantity_wh);
                 if q == 0 || q < e.offer.min_fill_wh.min(e.offer.quantity_wh) {
                     continue;
                 }
-                out.push(Action::Take {
+                takes.push(Action::Take {
                     offer: e.offer.id(),
                     energy_wh: q,
                     why: format!(
@@ -236,27 +233,30 @@ pub fn decide(
                         e.offer.price
                     ),
                 });
-                if left >= q {
-                    left -= q;
-                } else {
-                    reserve = reserve.saturating_sub(q - left);
-                    left = 0;
-                }
+                left -= q;
             }
-            // Keep our own offer on the ramp; post one for what is still wanted.
+            // Our own offer holds exactly what is still wanted after the takes, at the ramp's
+            // price. It is resized before the takes go out, so the same energy is never both
+            // in our offer and in a take.
+            let mut first = true;
             for e in &ours {
-                if e.offer.price != price {
-                    out.push(Action::Reprice {
+                let q = if first { left } else { 0 };
+                first = false;
+                if e.offer.quantity_wh != q || (q > 0 && e.offer.price != price) {
+                    out.push(Action::Resize {
                         nonce: e.offer.nonce,
-                        price,
+                        quantity_wh: q,
+                        price: if q > 0 { price } else { e.offer.price },
                         why: format!(
-                            "ramp: {} offer for slot {s} moves from {} to {price}",
+                            "{} offer for slot {s}: {} Wh at {} -> {q} Wh at {price} (ramp; forecast {f:+} Wh)",
                             if side == Side::Sell { "sell" } else { "buy" },
+                            e.offer.quantity_wh,
                             e.offer.price
                         ),
                     });
                 }
             }
+            out.extend(takes);
             if left > 0 && ours.is_empty() {
                 out.push(Action::Post {
                     side,
