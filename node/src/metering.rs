@@ -302,7 +302,16 @@ pub fn spawn(
             loop {
                 let now = clock.now_ms();
                 for ev in lp.step(now) {
-                    if out.blocking_send(ev).is_err() {
+                    // Live readings are only for display: drop one rather than wait, so a busy
+                    // node never stalls the meter (stalls would show up as missing coverage).
+                    let sent = match ev {
+                        MeterEvent::Live(_) => match out.try_send(ev) {
+                            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+                            _ => Ok(()),
+                        },
+                        other => out.blocking_send(other).map_err(|_| ()),
+                    };
+                    if sent.is_err() {
                         return;
                     }
                 }

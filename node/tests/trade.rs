@@ -152,6 +152,14 @@ async fn a_node_whose_database_was_lost_recovers_its_trades_from_its_peer() {
         .await
         .unwrap()
         .unwrap();
+    // The handshakes are complete on both sides (the maker holds both trades co-signed)
+    // before the buyer's disk dies.
+    eventually(WAIT, || async {
+        let t = maker.handle.trades().await.ok()?;
+        (t.len() == 2 && t.iter().all(|x| x.state == TradeState::Agreed)).then_some(())
+    })
+    .await
+    .expect("the maker stores both trades co-signed");
     buyer.handle.stop().await;
     let _ = buyer.running.task.await;
 

@@ -5,4 +5,5 @@
 //! through the real protocol code in one process, with every message sealed, encoded,
 //! decoded and validated as a receiving node would.
 
+pub mod run;
 pub mod walkthrough;

@@ -422,6 +422,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         responses_tx,
         restore_tx,
         trader: cfg.trader.clone(),
+        last_trader_ms: 0,
         trader_log: std::collections::VecDeque::new(),
         power_history: std::collections::VecDeque::new(),
         counters: Counters::default(),
@@ -461,6 +462,7 @@ struct Core {
     responses_tx: mpsc::Sender<(u64, Option<TradeResponse>)>,
     restore_tx: mpsc::Sender<crate::market::Record>,
     trader: crate::market::trader::Limits,
+    last_trader_ms: u64,
     trader_log: std::collections::VecDeque<(u64, crate::market::trader::Action)>,
     /// Recent grid power readings (time, W), for the trader's forecast.
     power_history: std::collections::VecDeque<(u64, f64)>,
@@ -515,7 +517,11 @@ impl Core {
                 Some(r) = restores.recv() => self.feed(crate::market::Input::Restore(r)).await,
                 _ = tick.tick() => {
                     self.feed(crate::market::Input::Tick).await;
-                    if self.trader.enabled {
+                    // The trader acts every five simulated seconds (its ramp moves in steps of
+                    // a tenth of the window, so more often would change nothing).
+                    let now = self.clock.now_ms();
+                    if self.trader.enabled && now >= self.last_trader_ms + 5_000 {
+                        self.last_trader_ms = now;
                         let input = self.trader_input();
                         self.feed(input).await;
                     }
@@ -1223,6 +1229,11 @@ impl Core {
     fn done(&mut self, cmd: u64, result: Result<crate::market::CmdResult, String>) {
         use crate::market::CmdResult;
         let Some(reply) = self.cmds.remove(&cmd) else {
+            // The automatic trader's own takes (command 0): log how they ended.
+            match &result {
+                Ok(r) => info!(?r, "automatic trader: done"),
+                Err(e) => info!("automatic trader: {e}"),
+            }
             return;
         };
         let me = self.key.node_id();
