@@ -798,6 +798,7 @@ impl Market {
         Ok(())
     }
 
+    /// Withdraws one of our offers: a new version with nothing left.
     fn cancel(
         &mut self,
         now: u64,
@@ -805,30 +806,16 @@ impl Market {
         nonce: u64,
         out: &mut Vec<Output>,
     ) -> Result<(), String> {
-        if !may_sign {
-            return Err("the clock is not synchronised; refusing to sign".into());
-        }
         let id = OfferId {
             maker: self.me,
             nonce,
         };
-        let mut o = self
+        let price = self
             .book
             .get(&id)
-            .map(|e| e.offer.clone())
+            .map(|e| e.offer.price)
             .ok_or("no open offer of ours with that nonce")?;
-        o.version += 1;
-        o.quantity_wh = 0;
-        o.min_fill_wh = 0;
-        o.created_ms = now.max(o.created_ms);
-        let bytes = Envelope::seal(&o, self.chain.at(now).hash, &self.key).to_bytes();
-        self.note_offer(o, bytes.clone());
-        out.push(Output::Persist(Record::Offer {
-            id,
-            envelope: bytes.clone(),
-        }));
-        out.push(Output::Publish(TopicKind::Offers, bytes));
-        Ok(())
+        self.resize(now, may_sign, nonce, Some(0), price, out)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -880,21 +880,22 @@ impl Core {
         }
     }
 
+    /// Our listening addresses with `/p2p/<peer id>`, as others dial them.
+    async fn dialable_addrs(&self) -> Vec<String> {
+        let me = self.net.local_peer_id();
+        self.net
+            .listening()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| a.with_p2p(me).unwrap_or_else(|a| a).to_string())
+            .collect()
+    }
+
     async fn request(&mut self, req: Request) {
         match req {
             Request::Status(reply) => {
-                let listening = self
-                    .net
-                    .listening()
-                    .await
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|a| {
-                        a.with_p2p(self.net.local_peer_id())
-                            .unwrap_or_else(|a| a)
-                            .to_string()
-                    })
-                    .collect();
+                let listening = self.dialable_addrs().await;
                 let peers = self.net.peers().await.unwrap_or_default();
                 let now = self.clock.now_ms();
                 let charter = self.n.chain.at(now);
@@ -974,17 +975,7 @@ impl Core {
             }
             Request::Invite(bootstrap, reply) => {
                 let bootstrap = if bootstrap.is_empty() {
-                    self.net
-                        .listening()
-                        .await
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|a| {
-                            a.with_p2p(self.net.local_peer_id())
-                                .unwrap_or_else(|a| a)
-                                .to_string()
-                        })
-                        .collect()
+                    self.dialable_addrs().await
                 } else {
                     bootstrap
                 };
