@@ -250,6 +250,29 @@ impl Store {
         Ok(out)
     }
 
+    /// Deletes stored offers that expired before `now_ms`; returns how many.
+    pub fn prune_expired_offers(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let expired: Vec<OfferId> = {
+            let tx = self.db.begin_read()?;
+            let t = tx.open_table(OFFERS)?;
+            let mut v = Vec::new();
+            for row in t.iter()? {
+                let (_, bytes) = row?;
+                let offer = wattmesh_protocol::Envelope::from_bytes(bytes.value())
+                    .and_then(|e| e.payload_as::<wattmesh_protocol::Offer>());
+                if let Ok(o) = offer {
+                    if o.expires_ms < now_ms {
+                        v.push(o.id());
+                    }
+                }
+            }
+            v
+        };
+        let n = expired.len();
+        self.remove_offers(&expired)?;
+        Ok(n)
+    }
+
     /// Removes offers by id (expired ones, when pruning).
     pub fn remove_offers(&self, ids: &[OfferId]) -> Result<(), StoreError> {
         if ids.is_empty() {
@@ -616,7 +639,15 @@ mod tests {
         let s = Store::open(&path).unwrap();
         assert_eq!(s.offers().unwrap(), vec![env.to_bytes()]);
         assert_eq!(s.schema_version().unwrap(), Some(SCHEMA_VERSION));
-        s.remove_offers(&[id]).unwrap();
+        assert_eq!(
+            s.prune_expired_offers(sample::offer().expires_ms).unwrap(),
+            0
+        );
+        assert_eq!(
+            s.prune_expired_offers(sample::offer().expires_ms + 1)
+                .unwrap(),
+            1
+        );
         assert!(s.offers().unwrap().is_empty());
     }
 

@@ -550,10 +550,14 @@ impl Core {
     }
 
     async fn prune(&mut self) {
-        let gone = self.market.book.prune(self.clock.now_ms());
-        if !gone.is_empty() {
-            let store = self.store.clone();
-            let _ = tokio::task::spawn_blocking(move || store.remove_offers(&gone)).await;
+        // The market drops expired offers from the book on its own ticks; the database is
+        // cleaned here, from what it holds.
+        let now = self.clock.now_ms();
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.prune_expired_offers(now)).await {
+            Ok(Ok(n)) if n > 0 => debug!(offers = n, "pruned expired offers"),
+            Ok(Err(e)) => warn!("pruning offers failed: {e}"),
+            _ => {}
         }
         self.quotas
             .retain(|_, (t, _)| t.elapsed() < Duration::from_secs(60));
