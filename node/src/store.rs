@@ -221,35 +221,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Stores offer versions durably, in one transaction (a batch from the validation worker).
-    pub fn put_offers(&self, offers: &[(OfferId, Vec<u8>)]) -> Result<(), StoreError> {
-        if offers.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::Immediate)?;
-        {
-            let mut t = tx.open_table(OFFERS)?;
-            for (id, bytes) in offers {
-                t.insert(offer_key(id).as_slice(), bytes.as_slice())?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Every stored offer envelope.
-    pub fn offers(&self) -> Result<Vec<Vec<u8>>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(OFFERS)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            let (_, v) = row?;
-            out.push(v.value().to_vec());
-        }
-        Ok(out)
-    }
-
     /// Deletes stored offers that expired before `now_ms`; returns how many.
     pub fn prune_expired_offers(&self, now_ms: u64) -> Result<usize, StoreError> {
         let expired: Vec<OfferId> = {
@@ -285,32 +256,6 @@ impl Store {
             let mut t = tx.open_table(OFFERS)?;
             for id in ids {
                 t.remove(offer_key(id).as_slice())?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Stores a trade and, optionally, the new version of the offer it filled, in one durable
-    /// transaction: after a crash either both are there or neither.
-    pub fn put_trade(
-        &self,
-        id: &wattmesh_protocol::TradeId,
-        state: TradeState,
-        envelope: &[u8],
-        offer: Option<(OfferId, &[u8])>,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::Immediate)?;
-        {
-            let mut value = Vec::with_capacity(envelope.len() + 1);
-            value.push(trade_state_byte(state));
-            value.extend_from_slice(envelope);
-            tx.open_table(TRADES)?
-                .insert(id.to_bytes().as_slice(), value.as_slice())?;
-            if let Some((oid, bytes)) = offer {
-                tx.open_table(OFFERS)?
-                    .insert(offer_key(&oid).as_slice(), bytes)?;
             }
         }
         tx.commit()?;
@@ -412,31 +357,6 @@ impl Store {
                     envelope: s.envelope,
                     dispute: s.dispute,
                 });
-            }
-        }
-        Ok(out)
-    }
-
-    /// A stored trade.
-    pub fn trade(
-        &self,
-        id: &wattmesh_protocol::TradeId,
-    ) -> Result<Option<(TradeState, Vec<u8>)>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(TRADES)?;
-        Ok(t.get(id.to_bytes().as_slice())?
-            .and_then(|v| split_trade(v.value())))
-    }
-
-    /// Every stored trade.
-    pub fn trades(&self) -> Result<Vec<(TradeState, Vec<u8>)>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(TRADES)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            let (_, v) = row?;
-            if let Some(x) = split_trade(v.value()) {
-                out.push(x);
             }
         }
         Ok(out)
@@ -634,10 +554,20 @@ mod tests {
         let id = sample::offer().id();
         {
             let s = Store::open(&path).unwrap();
-            s.put_offers(&[(id, env.to_bytes())]).unwrap();
+            s.put_records(&[Record::Offer {
+                id,
+                envelope: env.to_bytes(),
+            }])
+            .unwrap();
         }
         let s = Store::open(&path).unwrap();
-        assert_eq!(s.offers().unwrap(), vec![env.to_bytes()]);
+        assert_eq!(
+            s.records().unwrap(),
+            vec![Record::Offer {
+                id,
+                envelope: env.to_bytes()
+            }]
+        );
         assert_eq!(s.schema_version().unwrap(), Some(SCHEMA_VERSION));
         assert_eq!(
             s.prune_expired_offers(sample::offer().expires_ms).unwrap(),
@@ -648,7 +578,7 @@ mod tests {
                 .unwrap(),
             1
         );
-        assert!(s.offers().unwrap().is_empty());
+        assert!(s.records().unwrap().is_empty());
     }
 
     #[test]

@@ -675,16 +675,6 @@ impl Market {
             .filter(|t| t.state == TradeState::Agreed || t.trade.maker() == self.me)
             .map(|t| t.trade.clone())
             .collect();
-        let pending: Vec<(u64, Side, u64)> = self
-            .pending
-            .values()
-            .filter_map(|p| match p {
-                Pending::Propose { proposal, side, .. } => {
-                    Some((proposal.slot_ms, side.opposite(), proposal.energy_wh))
-                }
-                _ => None,
-            })
-            .collect();
         let fc = |s: u64| {
             forecast
                 .iter()
@@ -692,13 +682,7 @@ impl Market {
                 .map(|(_, v)| *v)
                 .unwrap_or(0)
         };
-        let pend = |s: u64, side: Side| {
-            pending
-                .iter()
-                .filter(|(x, y, _)| *x == s && *y == side)
-                .map(|(_, _, e)| *e)
-                .sum()
-        };
+        let pend = |s: u64, side: Side| self.pending_energy(s, side);
         let actions = trader::decide(
             now,
             &c,
@@ -1234,7 +1218,8 @@ impl Market {
             .attestations
             .get(&(self.me, t.trade.slot_ms))
             .map(|(_, b)| b.clone());
-        let proof = merkle::prove(&self.sold_in(t.trade.slot_ms), &id).unwrap_or_default();
+        let proof =
+            merkle::prove(&self.agreed_in(t.trade.slot_ms, Side::Sell), &id).unwrap_or_default();
         let token = self.token();
         out.push(Output::Send {
             to: t.trade.buyer(),
@@ -1280,13 +1265,14 @@ impl Market {
     }
 
     /// Our sales in a slot, for the proof.
-    fn sold_in(&self, slot_ms: u64) -> Vec<(TradeId, u64)> {
+    /// Our agreed trades in a slot on one side, as the leaves of that side's commitment.
+    pub fn agreed_in(&self, slot_ms: u64, side: Side) -> Vec<(TradeId, u64)> {
         self.trades
             .values()
-            .filter(|t| {
-                t.state == TradeState::Agreed
-                    && t.trade.slot_ms == slot_ms
-                    && t.trade.seller() == self.me
+            .filter(|t| t.state == TradeState::Agreed && t.trade.slot_ms == slot_ms)
+            .filter(|t| match side {
+                Side::Sell => t.trade.seller() == self.me,
+                Side::Buy => t.trade.buyer() == self.me,
             })
             .map(|t| (t.trade.id(), t.trade.energy_wh))
             .collect()
@@ -1299,7 +1285,8 @@ impl Market {
             .attestations
             .get(&(t.buyer(), t.slot_ms))
             .map(|(a, _)| a.clone());
-        let proof = merkle::prove(&self.sold_in(t.slot_ms), &t.id()).unwrap_or_default();
+        let proof =
+            merkle::prove(&self.agreed_in(t.slot_ms, Side::Sell), &t.id()).unwrap_or_default();
         let result = match &own {
             Some((a, _)) => settle::settle(t, Some((a, &proof)), buyer_att.as_ref()),
             None => settle::settle(t, None, buyer_att.as_ref()),

@@ -3,12 +3,12 @@
 
 use super::Core;
 use crate::metering::SlotTotals;
-use crate::store::TradeState;
 use tracing::{debug, info, warn};
 use wattmesh_protocol::attestation::{MeterAttestation, MeterStatus, chain_hash};
 use wattmesh_protocol::envelope::Envelope;
 use wattmesh_protocol::merkle;
-use wattmesh_protocol::{Hash32, NodeId, Trade};
+use wattmesh_protocol::offer::Side;
+use wattmesh_protocol::{Hash32, NodeId};
 
 /// Our own last attestation, decoded, with its chain hash.
 fn decode(bytes: &[u8]) -> Option<(MeterAttestation, Hash32)> {
@@ -29,11 +29,7 @@ impl Core {
             return;
         }
         let store = self.store.clone();
-        let (prev, trades) = match tokio::task::spawn_blocking(move || {
-            Ok::<_, crate::store::StoreError>((store.last_attestation(&me)?, store.trades()?))
-        })
-        .await
-        {
+        let prev = match tokio::task::spawn_blocking(move || store.last_attestation(&me)).await {
             Ok(Ok(x)) => x,
             other => {
                 warn!("cannot read the attestation chain: {other:?}");
@@ -65,27 +61,9 @@ impl Core {
             );
             return;
         };
-        let mut sold = Vec::new();
-        let mut bought = Vec::new();
-        for (state, bytes) in trades {
-            if state != TradeState::Agreed {
-                continue;
-            }
-            let Some(tr) = Envelope::from_bytes(&bytes)
-                .ok()
-                .and_then(|e| e.payload_as::<Trade>().ok())
-            else {
-                continue;
-            };
-            if tr.slot_ms != t.slot_ms {
-                continue;
-            }
-            if tr.seller() == me {
-                sold.push((tr.id(), tr.energy_wh));
-            } else if tr.buyer() == me {
-                bought.push((tr.id(), tr.energy_wh));
-            }
-        }
+        // The market holds our trades; its agreed ones in the slot are the commitments' leaves.
+        let sold = self.market.agreed_in(t.slot_ms, Side::Sell);
+        let bought = self.market.agreed_in(t.slot_ms, Side::Buy);
         let (Some(sold), Some(bought)) = (merkle::root(&sold), merkle::root(&bought)) else {
             warn!("trade totals overflow");
             return;

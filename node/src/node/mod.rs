@@ -542,7 +542,11 @@ impl Core {
         }
         let batch = std::mem::take(&mut self.pending_store);
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.put_offers(&batch)).await {
+        let records: Vec<_> = batch
+            .into_iter()
+            .map(|(id, envelope)| crate::market::Record::Offer { id, envelope })
+            .collect();
+        match tokio::task::spawn_blocking(move || store.put_records(&records)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!("storing offers failed: {e}"),
             Err(e) => warn!("storing offers panicked: {e}"),
