@@ -24,6 +24,12 @@ fn chain() -> &'static CharterChain {
 const ATTESTATION_NOW_MS: u64 = sample::SLOT_MS + 910_000;
 
 /// Decodes `data` as `T`; whatever is accepted must re-encode to `data`.
+/// The sample roster, built once.
+fn roster() -> &'static wattmesh_protocol::roster::Roster {
+    static ROSTER: OnceLock<wattmesh_protocol::roster::Roster> = OnceLock::new();
+    ROSTER.get_or_init(sample::roster)
+}
+
 fn canonical<T>(data: &[u8], limit: usize)
 where
     T: serde::Serialize + serde::de::DeserializeOwned,
@@ -60,13 +66,13 @@ fuzz_target!(|data: &[u8]| {
 
     let mut v = Validator::new();
     for now in [sample::NOW_MS, ATTESTATION_NOW_MS] {
-        if let Ok(accepted) = v.validate_gossip(data, chain, now) {
+        if let Ok(accepted) = v.validate_gossip(data, chain, roster(), now) {
             assert_eq!(accepted.envelope.to_bytes(), data);
             // Gossip validation is archival validation plus fresh checks.
             assert!(archival_ok, "accepted by gossip but not as archival");
             // The replay window must refuse the same message at once.
             assert_eq!(
-                v.validate_gossip(data, chain, now).map(|_| ()),
+                v.validate_gossip(data, chain, roster(), now).map(|_| ()),
                 Err(Invalid::Replay)
             );
         }

@@ -2,7 +2,7 @@
 //! through a Unix socket in its data directory (mode 0600, so only the node's user can use
 //! it), one JSON request per line, one JSON answer per line. No browser session is involved.
 
-use crate::node::{NodeHandle, PostOffer};
+use crate::node::{Amendment, InviteArgs, NodeHandle, PostOffer};
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -35,12 +35,24 @@ pub enum ControlRequest {
         /// Its multiaddr.
         addr: String,
     },
-    /// An invite code for a neighbour.
-    Invite {
-        /// Addresses to put in it instead of the node's listening addresses.
-        #[serde(default)]
-        bootstrap: Vec<String>,
+    /// An invite code for a neighbour (admins only).
+    Invite(InviteArgs),
+    /// The members.
+    Members,
+    /// The invites this node issued.
+    Tickets,
+    /// Revoke an unused invite.
+    Revoke {
+        /// Its ticket id (a prefix of at least 8 hex digits).
+        ticket: String,
     },
+    /// Remove a member and rotate the network key.
+    Remove {
+        /// Its node id (a prefix of at least 8 hex digits).
+        member: String,
+    },
+    /// Sign a new charter version.
+    Amend(Amendment),
     /// Take an offer from the book.
     Take {
         /// The maker's node id (hex).
@@ -135,10 +147,23 @@ async fn handle(req: ControlRequest, node: &NodeHandle) -> serde_json::Value {
             },
             Err(e) => json!({"ok": false, "error": format!("not a multiaddr: {e}")}),
         },
-        ControlRequest::Invite { bootstrap } => match node.invite(bootstrap).await {
-            Ok(code) => json!({"ok": true, "code": code}),
+        ControlRequest::Invite(args) => match node.invite(args).await {
+            Ok(Ok(i)) => json!({"ok": true, "invite": i}),
+            Ok(Err(e)) => json!({"ok": false, "error": e}),
             Err(_) => stopped(),
         },
+        ControlRequest::Members => match node.members().await {
+            Ok(m) => json!({"ok": true, "members": m}),
+            Err(_) => stopped(),
+        },
+        ControlRequest::Tickets => match node.tickets().await {
+            Ok(Ok(t)) => json!({"ok": true, "tickets": t}),
+            Ok(Err(e)) => json!({"ok": false, "error": e}),
+            Err(_) => stopped(),
+        },
+        ControlRequest::Revoke { ticket } => said(node.revoke(ticket).await),
+        ControlRequest::Remove { member } => said(node.remove(member).await),
+        ControlRequest::Amend(a) => said(node.amend(a).await),
         ControlRequest::Take {
             maker,
             nonce,
@@ -159,6 +184,16 @@ async fn handle(req: ControlRequest, node: &NodeHandle) -> serde_json::Value {
             node.stop().await;
             json!({"ok": true})
         }
+    }
+}
+
+/// The answer to a request whose result is a sentence for the owner.
+fn said(r: Result<Result<String, String>, crate::node::Stopped>) -> serde_json::Value {
+    use serde_json::json;
+    match r {
+        Ok(Ok(m)) => json!({"ok": true, "message": m}),
+        Ok(Err(e)) => json!({"ok": false, "error": e}),
+        Err(_) => json!({"ok": false, "error": "the node is stopping"}),
     }
 }
 

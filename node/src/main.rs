@@ -6,10 +6,11 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use wattmesh_node::config::Config;
 use wattmesh_node::control::{self, ControlRequest};
-use wattmesh_node::neighbourhood::{Invite, Neighbourhood};
-use wattmesh_node::node::{self, NodeOptions, PostOffer, SideArg};
+use wattmesh_node::neighbourhood::{Invite, Neighbourhood, default_profile};
+use wattmesh_node::node::{self, Amendment, InviteArgs, NodeOptions, PostOffer, SideArg};
 use wattmesh_node::store::Store;
 use wattmesh_node::{clock, dirs, identity};
+use wattmesh_protocol::roster::Profile;
 
 /// wattmesh: trade rooftop-solar surplus with your neighbours, with no company in the middle.
 #[derive(Debug, Parser)]
@@ -40,11 +41,23 @@ enum Command {
         /// Address to listen on, written into the new config (e.g. /ip4/0.0.0.0/tcp/4100).
         #[arg(long)]
         listen: Option<String>,
+        /// The name your neighbours see for this home (default: "home" and the short id).
+        #[arg(long)]
+        name: Option<String>,
+        /// Your PV capacity in watts (peak), which neighbours see.
+        #[arg(long, default_value_t = 0)]
+        pv_w: u32,
     },
     /// Join a neighbourhood with an invite code (same as `init --join CODE`).
     Join {
-        /// The invite code (starts with wm1-).
+        /// The invite code (starts with wm2-).
         code: String,
+        /// The name your neighbours see for this home.
+        #[arg(long)]
+        name: Option<String>,
+        /// Your PV capacity in watts (peak).
+        #[arg(long, default_value_t = 0)]
+        pv_w: u32,
     },
     /// Run the node until interrupted (Ctrl-C or SIGTERM stop it gracefully).
     Run,
@@ -54,11 +67,50 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print an invite code for a neighbour, with this running node's addresses to dial.
+    /// Issue an invite for one neighbour (admins only): a single-use, expiring code with the
+    /// network key, the charter and this running node's addresses to dial.
     Invite {
+        /// Who it is for (shown in `wattmesh invites`).
+        #[arg(long, default_value = "")]
+        note: String,
+        /// How long it stays valid, in hours.
+        #[arg(long, default_value_t = 168)]
+        hours: u64,
         /// Addresses to put in the invite instead of the node's listening addresses.
         #[arg(long)]
         bootstrap: Vec<String>,
+    },
+    /// List the invites this node issued and whether they were used.
+    Invites,
+    /// Revoke an unused invite (admins only).
+    Revoke {
+        /// The ticket id from `wattmesh invites` (at least 8 hex digits).
+        ticket: String,
+    },
+    /// List the neighbourhood's members.
+    Members,
+    /// Remove a member (admins only); everyone else moves to a new network key.
+    Remove {
+        /// The member's node id (at least 8 hex digits, from `wattmesh members`).
+        member: String,
+    },
+    /// Sign a new charter version (admins only); it takes effect at its time on every node.
+    Amend {
+        /// Slot length in minutes (5 to 60, a divisor of 60).
+        #[arg(long)]
+        slot_minutes: Option<u8>,
+        /// Feed-in tariff, cents per kWh (e.g. 4.0).
+        #[arg(long)]
+        feed_in: Option<String>,
+        /// Retail tariff, cents per kWh (e.g. 13.5).
+        #[arg(long)]
+        retail: Option<String>,
+        /// Make this node (hex id) an admin too.
+        #[arg(long)]
+        add_admin: Option<String>,
+        /// Minutes from now until it takes effect.
+        #[arg(long, default_value_t = 60)]
+        in_minutes: u64,
     },
     /// Post a sell or buy offer from the running node.
     Offer {
@@ -208,8 +260,24 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             found,
             join,
             listen,
-        } => init(&data_dir, &cfg_path, found, join, listen),
-        Command::Join { code } => init(&data_dir, &cfg_path, None, Some(code), None),
+            name,
+            pv_w,
+        } => init(
+            &data_dir,
+            &cfg_path,
+            found,
+            join,
+            listen,
+            profile(name, pv_w),
+        ),
+        Command::Join { code, name, pv_w } => init(
+            &data_dir,
+            &cfg_path,
+            None,
+            Some(code),
+            None,
+            profile(name, pv_w),
+        ),
         Command::Run => run(&data_dir, &cfg_path).await,
         Command::Status { json } => {
             let v = ok(control::call(&data_dir, &ControlRequest::Status).await?)?;
@@ -220,13 +288,89 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Invite { bootstrap } => {
-            let v = ok(control::call(&data_dir, &ControlRequest::Invite { bootstrap }).await?)?;
-            println!("{}", v["code"].as_str().unwrap_or(""));
+        Command::Invite {
+            note,
+            hours,
+            bootstrap,
+        } => {
+            let args = InviteArgs {
+                bootstrap,
+                note,
+                valid_secs: hours.max(1).saturating_mul(3600),
+            };
+            let v = ok(control::call(&data_dir, &ControlRequest::Invite(args)).await?)?;
+            println!("{}", v["invite"]["code"].as_str().unwrap_or(""));
             eprintln!(
-                "This code carries the neighbourhood's network key: give it only to the neighbour \
-                 you are inviting. (Single-use, expiring invites come with the roster, issue 4.)"
+                "Single use, valid until {} (UTC ms); ticket {}. It carries the neighbourhood's \
+                 network key: give it only to the neighbour you are inviting, who runs \
+                 `wattmesh join CODE`. You need not be online when they do.",
+                v["invite"]["expires_ms"],
+                &v["invite"]["ticket_id"].as_str().unwrap_or("")
             );
+            Ok(())
+        }
+        Command::Invites => {
+            let v = ok(control::call(&data_dir, &ControlRequest::Tickets).await?)?;
+            println!("ticket            status   expires_ms     note");
+            for t in v["tickets"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:<8} {}  {}",
+                    &t["id"].as_str().unwrap_or("")[..16.min(t["id"].as_str().unwrap_or("").len())],
+                    t["status"].as_str().unwrap_or(""),
+                    t["expires_ms"],
+                    t["note"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        Command::Revoke { ticket } => {
+            let v = ok(control::call(&data_dir, &ControlRequest::Revoke { ticket }).await?)?;
+            println!("{}", v["message"].as_str().unwrap_or(""));
+            Ok(())
+        }
+        Command::Members => {
+            let v = ok(control::call(&data_dir, &ControlRequest::Members).await?)?;
+            for m in v["members"].as_array().into_iter().flatten() {
+                let flag = |k: &str, s: &'static str| if m[k] == true { s } else { "" };
+                println!(
+                    "{}  {:<24} {:>6} W  {:<8} {}{}{}",
+                    m["short_id"].as_str().unwrap_or(""),
+                    m["name"].as_str().unwrap_or(""),
+                    m["pv_capacity_w"],
+                    m["how"].as_str().unwrap_or(""),
+                    flag("admin", "admin "),
+                    flag("me", "(this node) "),
+                    if m["online"] == true {
+                        "online"
+                    } else {
+                        "offline"
+                    },
+                );
+            }
+            Ok(())
+        }
+        Command::Remove { member } => {
+            let v = ok(control::call(&data_dir, &ControlRequest::Remove { member }).await?)?;
+            println!("{}", v["message"].as_str().unwrap_or(""));
+            Ok(())
+        }
+        Command::Amend {
+            slot_minutes,
+            feed_in,
+            retail,
+            add_admin,
+            in_minutes,
+        } => {
+            let a = Amendment {
+                slot_minutes,
+                feed_in_price: feed_in.as_deref().map(parse_price).transpose()?,
+                retail_price: retail.as_deref().map(parse_price).transpose()?,
+                add_admin,
+                effective_ms: Some(now_ms() + in_minutes.saturating_mul(60_000)),
+                ..Amendment::default()
+            };
+            let v = ok(control::call(&data_dir, &ControlRequest::Amend(a)).await?)?;
+            println!("{}", v["message"].as_str().unwrap_or(""));
             Ok(())
         }
         Command::Offer {
@@ -331,12 +475,21 @@ fn open_store(data_dir: &Path, cfg_path: &Path) -> anyhow::Result<Store> {
     Ok(Store::open(&cfg.database_path(data_dir))?)
 }
 
+/// The profile a home gives its neighbours.
+fn profile(name: Option<String>, pv_w: u32) -> Option<Profile> {
+    name.map(|name| Profile {
+        name,
+        pv_capacity_w: pv_w,
+    })
+}
+
 fn init(
     data_dir: &Path,
     cfg_path: &Path,
     found: Option<String>,
     join: Option<String>,
     listen: Option<String>,
+    profile: Option<Profile>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -369,19 +522,27 @@ fn init(
     }
     match (found, join) {
         (Some(name), None) => {
-            let n = Neighbourhood::found(data_dir, &store, &key, &name, now_ms())?;
+            let mut id = [0u8; 16];
+            let mut psk = [0u8; 32];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut psk);
+            let charter = wattmesh_protocol::Charter::founding(
+                wattmesh_protocol::NeighbourhoodId(id),
+                &name,
+                key.node_id(),
+                now_ms(),
+            );
+            let me = profile.unwrap_or_else(|| default_profile(&key.node_id()));
+            let n = Neighbourhood::found_with(data_dir, &store, &key, charter, psk, me)?;
             println!(
                 "founded neighbourhood {name:?} ({}), with this node as its admin",
                 n.id().to_hex()
             );
         }
         (None, Some(code)) => {
-            let (invite, chain) = Invite::from_code(&code)?;
-            let n = Neighbourhood {
-                chain,
-                psk: invite.psk,
-            };
-            n.save(data_dir, &store)?;
+            let (invite, _) = Invite::from_code(&code)?;
+            let me = profile.unwrap_or_else(|| default_profile(&key.node_id()));
+            let n = invite.join(data_dir, &store, &key, me, now_ms())?;
             println!(
                 "joined neighbourhood {:?} ({})",
                 n.chain.latest().charter.name,

@@ -1,18 +1,35 @@
-//! The neighbourhood this node belongs to: its charter chain and its private network key,
-//! and the invite codes that carry both to a newcomer.
+//! The neighbourhood this node belongs to: its charter chain, its roster of members and its
+//! private network key, and the invite codes that carry what a newcomer needs.
 //!
 //! The network key lives in `network.psk` in the data directory (libp2p's pre-shared key file
-//! format, mode 0600); the charters live in the database.
+//! format, mode 0600); the charters, the roster and the key rotations live in the database.
 
 use crate::identity;
 use crate::store::Store;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use wattmesh_protocol::charter::{Charter, CharterChain, SignedCharter};
 use wattmesh_protocol::envelope::Envelope;
-use wattmesh_protocol::{NeighbourhoodId, NodeKey};
+use wattmesh_protocol::roster::{self, Change, Profile, Roster};
+use wattmesh_protocol::{NeighbourhoodId, NodeId, NodeKey};
 use zeroize::Zeroizing;
+
+/// The roster, shared by the node task (trade requests, connections) and the validation
+/// worker (gossip).
+pub type SharedRoster = Arc<RwLock<Roster>>;
+
+/// Reads the shared roster (a poisoned lock still holds a consistent roster: every write is a
+/// single `insert`).
+pub fn read(r: &SharedRoster) -> std::sync::RwLockReadGuard<'_, Roster> {
+    r.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes the shared roster.
+pub fn write(r: &SharedRoster) -> std::sync::RwLockWriteGuard<'_, Roster> {
+    r.write().unwrap_or_else(|e| e.into_inner())
+}
 
 /// What the node knows of its neighbourhood.
 #[derive(Debug, Clone)]
@@ -21,6 +38,18 @@ pub struct Neighbourhood {
     pub chain: CharterChain,
     /// The private network's pre-shared key.
     pub psk: [u8; 32],
+    /// The network key's epoch: 0 until the first rotation.
+    pub epoch: u32,
+    /// The members.
+    pub roster: SharedRoster,
+}
+
+/// The default profile of a node that gives no name: `home <short id>`.
+pub fn default_profile(node: &NodeId) -> Profile {
+    Profile {
+        name: format!("home {}", node.short()),
+        pv_capacity_w: 0,
+    }
 }
 
 /// The network key file's path.
@@ -64,28 +93,70 @@ impl Neighbourhood {
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut psk);
         let charter = Charter::founding(NeighbourhoodId(id), name, founder.node_id(), now_ms);
-        Neighbourhood::found_with(data_dir, store, founder, charter, psk)
+        let profile = default_profile(&founder.node_id());
+        Neighbourhood::found_with(data_dir, store, founder, charter, psk, profile)
     }
 
     /// Founds a neighbourhood with a charter of the caller's choosing (a testnet scenario's
-    /// slot length and tariffs) and the given network key, and saves it.
+    /// slot length and tariffs) and the given network key, and saves it. The founder, its
+    /// first admin, adds itself to the roster with `profile`.
     pub fn found_with(
         data_dir: &Path,
         store: &Store,
         founder: &NodeKey,
         charter: Charter,
         psk: [u8; 32],
+        profile: Profile,
     ) -> anyhow::Result<Neighbourhood> {
+        let effective = charter.effective_ms;
         let signed = SignedCharter::found(charter, founder).context("the founding charter")?;
+        let chain = CharterChain::new(signed)?;
         let n = Neighbourhood {
-            chain: CharterChain::new(signed)?,
+            roster: Arc::new(RwLock::new(Roster::new(&chain))),
+            chain,
             psk,
+            epoch: 0,
         };
         n.save(data_dir, store)?;
+        let add = Change::Add {
+            member: founder.node_id(),
+            profile,
+        };
+        n.record(
+            store,
+            &roster::sign_change(&n.chain, founder, effective, add).to_bytes(),
+        )?;
         Ok(n)
     }
 
-    /// Saves the key file (if absent) and every charter version.
+    /// Checks a membership record, adds it to the roster and stores it.
+    pub fn record(&self, store: &Store, bytes: &[u8]) -> anyhow::Result<()> {
+        write(&self.roster)
+            .insert(bytes, &self.chain, None)
+            .context("the membership record")?;
+        let id = Envelope::content_id(bytes).0;
+        store.put_roster(&[(id, bytes.to_vec())])?;
+        Ok(())
+    }
+
+    /// An admin adds `member` directly (for setting up a testnet; neighbours join with
+    /// invites), at `at_ms`.
+    pub fn add_member(
+        &self,
+        store: &Store,
+        admin: &NodeKey,
+        member: NodeId,
+        profile: Profile,
+        at_ms: u64,
+    ) -> anyhow::Result<()> {
+        let add = Change::Add { member, profile };
+        self.record(
+            store,
+            &roster::sign_change(&self.chain, admin, at_ms, add).to_bytes(),
+        )
+    }
+
+    /// Saves the key file (if absent), every charter version and every roster record.
     pub fn save(&self, data_dir: &Path, store: &Store) -> anyhow::Result<()> {
         let path = psk_path(data_dir);
         if path.exists() {
@@ -103,6 +174,24 @@ impl Neighbourhood {
         for c in self.chain.versions() {
             store.put_charter(c.charter.version, &c.envelope.to_bytes())?;
         }
+        let records: Vec<([u8; 32], Vec<u8>)> = read(&self.roster)
+            .record_bytes()
+            .map(|(id, b)| (id.0, b.to_vec()))
+            .collect();
+        store.put_roster(&records)?;
+        Ok(())
+    }
+
+    /// Replaces the network key file with a rotated key (written to a temporary file, synced
+    /// and renamed over the old one, so a crash leaves one key or the other).
+    pub fn replace_psk(data_dir: &Path, psk: &[u8; 32]) -> anyhow::Result<()> {
+        let path = psk_path(data_dir);
+        let tmp = data_dir.join("network.psk.new");
+        let _ = std::fs::remove_file(&tmp);
+        identity::write_new(&tmp, &render_psk(psk))?;
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("replacing the network key {}", path.display()))?;
+        std::fs::File::open(data_dir).and_then(|d| d.sync_all())?;
         Ok(())
     }
 
@@ -128,7 +217,24 @@ impl Neighbourhood {
         }
         let chain = chain_from(&envelopes)?;
         let psk = Neighbourhood::read_psk(data_dir)?;
-        Ok(Some(Neighbourhood { chain, psk }))
+        let mut roster = Roster::new(&chain);
+        for bytes in store.roster()? {
+            // Records were checked before they were stored; one that no longer passes (a
+            // charter lost with a damaged database) is skipped rather than fatal.
+            if let Err(e) = roster.insert(&bytes, &chain, None) {
+                tracing::warn!("a stored membership record is invalid: {e}");
+            }
+        }
+        let epoch = store
+            .meta("psk_epoch")?
+            .and_then(|b| Some(u32::from_le_bytes(b.try_into().ok()?)))
+            .unwrap_or(0);
+        Ok(Some(Neighbourhood {
+            chain,
+            psk,
+            epoch,
+            roster: Arc::new(RwLock::new(roster)),
+        }))
     }
 }
 
@@ -144,18 +250,23 @@ pub fn chain_from(envelopes: &[Vec<u8>]) -> anyhow::Result<CharterChain> {
     Ok(chain)
 }
 
-/// What an invite code carries: everything a newcomer needs to connect.
+/// What an invite code carries: everything a newcomer needs to connect and to be admitted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invite {
     /// The private network key.
     pub psk: [u8; 32],
+    /// The network key's epoch.
+    pub epoch: u32,
     /// The charter envelopes, oldest first.
     pub charters: Vec<Vec<u8>>,
     /// Addresses of members to dial (multiaddrs with `/p2p/`).
     pub bootstrap: Vec<String>,
+    /// The admin's single-use ticket (a signed envelope), which the newcomer's join record
+    /// carries. Its id is the one-time token members check.
+    pub ticket: Vec<u8>,
 }
 
-const INVITE_PREFIX: &str = "wm1-";
+const INVITE_PREFIX: &str = "wm2-";
 
 impl Invite {
     /// The code: `wm1-` then the postcard bytes in unpadded base32 (easy to read out or type,
@@ -173,7 +284,7 @@ impl Invite {
         let body = code
             .trim()
             .strip_prefix(INVITE_PREFIX)
-            .context("not a wattmesh invite code (it should start with wm1-)")?;
+            .context("not a wattmesh invite code (it should start with wm2-)")?;
         let bytes = data_encoding::BASE32_NOPAD
             .decode(body.to_ascii_uppercase().as_bytes())
             .context("the invite code is garbled")?;
@@ -182,7 +293,47 @@ impl Invite {
         }
         let invite: Invite = postcard::from_bytes(&bytes).context("the invite code is garbled")?;
         let chain = chain_from(&invite.charters).context("the invite's charter is invalid")?;
+        roster::open_ticket(&invite.ticket, &chain).context("the invite's ticket is invalid")?;
         Ok((invite, chain))
+    }
+
+    /// Joins with this invite: saves the network key, the charters and a join record signed by
+    /// `key` at `now_ms` with `profile`. Members admit the node when they receive the record
+    /// (by sync when it first connects, then by gossip); the inviting admin need not be online.
+    pub fn join(
+        &self,
+        data_dir: &Path,
+        store: &Store,
+        key: &NodeKey,
+        profile: Profile,
+        now_ms: u64,
+    ) -> anyhow::Result<Neighbourhood> {
+        let chain = chain_from(&self.charters).context("the invite's charter is invalid")?;
+        let (ticket, _) = roster::open_ticket(&self.ticket, &chain)?;
+        if now_ms > ticket.expires_ms {
+            bail!(
+                "this invite expired {} minutes ago; ask the neighbour for a new one",
+                (now_ms - ticket.expires_ms) / 60_000
+            );
+        }
+        let n = Neighbourhood {
+            roster: Arc::new(RwLock::new(Roster::new(&chain))),
+            chain,
+            psk: self.psk,
+            epoch: self.epoch,
+        };
+        n.save(data_dir, store)?;
+        store.put_meta("psk_epoch", &self.epoch.to_le_bytes())?;
+        let change = Change::Join {
+            ticket: self.ticket.clone(),
+            profile,
+        };
+        let at = now_ms.max(ticket.issued_ms);
+        n.record(
+            store,
+            &roster::sign_change(&n.chain, key, at, change).to_bytes(),
+        )?;
+        Ok(n)
     }
 }
 
@@ -199,15 +350,47 @@ mod tests {
         let loaded = Neighbourhood::load(dir.path(), &store).unwrap().unwrap();
         assert_eq!(loaded.psk, n.psk);
         assert_eq!(loaded.id(), n.id());
+        assert!(read(&loaded.roster).is_member(&key.node_id()));
+        let ticket =
+            roster::issue_ticket(&n.chain, &key, [1; 16], 1_000, 60_000, "for Bo").to_bytes();
         let invite = Invite {
             psk: n.psk,
+            epoch: 0,
             charters: store.charters().unwrap(),
             bootstrap: vec!["/ip4/127.0.0.1/tcp/4100".into()],
+            ticket,
         };
         let (back, chain) = Invite::from_code(&invite.to_code()).unwrap();
         assert_eq!(back, invite);
         assert_eq!(chain.neighbourhood(), n.id());
-        assert!(Invite::from_code("wm1-!!!").is_err());
+        // The newcomer joins; its roster admits it at once (the admin's ticket suffices).
+        let dir2 = tempfile::tempdir().unwrap();
+        let store2 = Store::open(&dir2.path().join("db.redb")).unwrap();
+        let bo = NodeKey::from_secret(&[5; 32]);
+        let joined = back
+            .join(
+                dir2.path(),
+                &store2,
+                &bo,
+                default_profile(&bo.node_id()),
+                2_000,
+            )
+            .unwrap();
+        assert!(read(&joined.roster).is_member(&bo.node_id()));
+        let reloaded = Neighbourhood::load(dir2.path(), &store2).unwrap().unwrap();
+        assert!(read(&reloaded.roster).is_member(&bo.node_id()));
+        // Too late: the ticket expired.
+        let dir3 = tempfile::tempdir().unwrap();
+        let store3 = Store::open(&dir3.path().join("db.redb")).unwrap();
+        let late = back.join(
+            dir3.path(),
+            &store3,
+            &bo,
+            default_profile(&bo.node_id()),
+            70_000,
+        );
+        assert!(late.unwrap_err().to_string().contains("expired"));
+        assert!(Invite::from_code("wm2-!!!").is_err());
         assert!(Invite::from_code("hello").is_err());
     }
 

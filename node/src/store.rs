@@ -33,6 +33,12 @@ const READINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("readings_v1"
 const SETTLEMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("settlements_v1");
 /// Known addresses of peers, by peer id bytes; the value is a newline-separated list.
 const PEERS: TableDefinition<&[u8], &str> = TableDefinition::new("peers_v1");
+/// Membership records, by content id.
+const ROSTER: TableDefinition<&[u8], &[u8]> = TableDefinition::new("roster_v1");
+/// Network key rotations, by (epoch, part).
+const REKEYS: TableDefinition<(u32, u8), &[u8]> = TableDefinition::new("rekeys_v1");
+/// Tickets this node issued as an admin, by ticket id.
+const TICKETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tickets_v1");
 
 /// A remembered peer: its id bytes and addresses.
 pub type KnownPeer = (Vec<u8>, Vec<String>);
@@ -166,6 +172,9 @@ impl Store {
             tx.open_table(ATTESTATIONS)?;
             tx.open_table(READINGS)?;
             tx.open_table(SETTLEMENTS)?;
+            tx.open_table(ROSTER)?;
+            tx.open_table(REKEYS)?;
+            tx.open_table(TICKETS)?;
         }
         tx.commit()?;
         Ok(())
@@ -217,6 +226,69 @@ impl Store {
         for row in t.iter()? {
             let (_, v) = row?;
             out.push(v.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Stores membership records durably (content id, envelope bytes).
+    pub fn put_roster(&self, records: &[([u8; 32], Vec<u8>)]) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        {
+            let mut t = tx.open_table(ROSTER)?;
+            for (id, bytes) in records {
+                t.insert(id.as_slice(), bytes.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every stored membership record's bytes.
+    pub fn roster(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.all_values(ROSTER)
+    }
+
+    /// Stores a network key rotation part durably.
+    pub fn put_rekey(&self, epoch: u32, part: u8, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        tx.open_table(REKEYS)?.insert((epoch, part), bytes)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every stored rotation part, oldest epoch first.
+    pub fn rekeys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(REKEYS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            out.push(row?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Stores a ticket this node issued.
+    pub fn put_ticket(&self, id: &[u8; 32], bytes: &[u8]) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        tx.open_table(TICKETS)?.insert(id.as_slice(), bytes)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every ticket this node issued.
+    pub fn tickets(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.all_values(TICKETS)
+    }
+
+    fn all_values(&self, table: TableDefinition<&[u8], &[u8]>) -> Result<Vec<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(table)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            out.push(row?.1.value().to_vec());
         }
         Ok(out)
     }

@@ -4,6 +4,7 @@
 //! messages to the node.
 
 use crate::clock::Clock;
+use crate::neighbourhood::{self, SharedRoster};
 use crate::net::NetHandle;
 use crate::net::behaviour::TopicKind;
 use libp2p::PeerId;
@@ -11,7 +12,9 @@ use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use tokio::sync::mpsc;
 use tracing::debug;
 use wattmesh_protocol::charter::CharterChain;
+use wattmesh_protocol::envelope::{Envelope, Kind};
 use wattmesh_protocol::offer::Offer;
+use wattmesh_protocol::roster::{self, Rekey, RosterError, Transition};
 use wattmesh_protocol::validate::{Accepted, Invalid, Validator};
 
 /// Work for the validator.
@@ -33,6 +36,9 @@ pub enum Work {
     /// An envelope fetched by sync that may be old (attestations of past slots): archival
     /// checks only, no freshness.
     Archival(Vec<u8>),
+    /// A membership record, charter version or key rotation fetched by sync (or made by this
+    /// node): checked without freshness.
+    Members(Vec<u8>),
     /// One of our own offers, recorded so that replays of it are refused.
     Own(Box<Offer>),
     /// A new charter chain (a charter version was added).
@@ -56,6 +62,40 @@ pub enum Outcome {
         /// Whether it came by sync.
         synced: bool,
     },
+    /// A membership record new to this node, already in the shared roster.
+    Roster {
+        /// Its envelope bytes.
+        bytes: Vec<u8>,
+        /// Who it admitted or expelled.
+        transitions: Vec<Transition>,
+        /// Whether it came by sync (or from this node) rather than gossip.
+        synced: bool,
+    },
+    /// A charter version new to this node, already appended to the worker's chain.
+    Charter {
+        /// Its envelope bytes.
+        bytes: Vec<u8>,
+        /// Whether it came by sync.
+        synced: bool,
+    },
+    /// A network key rotation part signed by an admin.
+    Rekey {
+        /// Its envelope bytes.
+        bytes: Vec<u8>,
+        /// The decoded rotation.
+        rekey: Box<Rekey>,
+        /// Whether it came by sync.
+        synced: bool,
+    },
+    /// A membership message refused.
+    RefusedRecord {
+        /// Why.
+        why: String,
+        /// Whether it proves misbehaviour.
+        provable: bool,
+        /// Whether it came by sync.
+        synced: bool,
+    },
 }
 
 /// How many messages may wait for the worker.
@@ -64,6 +104,7 @@ pub const WORK_QUEUE: usize = 8192;
 /// Starts the worker thread.
 pub fn spawn(
     chain: CharterChain,
+    roster: SharedRoster,
     clock: Clock,
     net: NetHandle,
     out: mpsc::Sender<Outcome>,
@@ -98,6 +139,26 @@ pub fn spawn(
                         continue;
                     }
                     Work::Gossip {
+                        topic: TopicKind::Members,
+                        id,
+                        source,
+                        data,
+                    } => {
+                        let outcome = members(&data, &mut chain, &roster, Some(now), false);
+                        net.report(id, source, acceptance_of(&outcome));
+                        if out.blocking_send(outcome).is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Work::Members(data) => {
+                        let outcome = members(&data, &mut chain, &roster, None, true);
+                        if out.blocking_send(outcome).is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Work::Gossip {
                         topic,
                         id,
                         source,
@@ -110,10 +171,14 @@ pub fn spawn(
                     }
                     Work::Chain(c) => {
                         chain = *c;
+                        neighbourhood::write(&roster).set_chain(&chain);
                         continue;
                     }
                 };
-                let result = v.validate_gossip(&data, &chain, now);
+                let result = {
+                    let members = neighbourhood::read(&roster);
+                    v.validate_gossip(&data, &chain, &members, now)
+                };
                 if let Some((topic, id, source)) = &gossip {
                     let acceptance = match &result {
                         Ok(a) if topic_matches(*topic, a) => MessageAcceptance::Accept,
@@ -150,6 +215,87 @@ pub fn spawn(
             }
         })?;
     Ok(tx)
+}
+
+/// The gossip verdict for a membership message.
+fn acceptance_of(o: &Outcome) -> MessageAcceptance {
+    match o {
+        Outcome::Roster { .. } | Outcome::Charter { .. } | Outcome::Rekey { .. } => {
+            MessageAcceptance::Accept
+        }
+        Outcome::RefusedRecord { provable: true, .. } => MessageAcceptance::Reject,
+        _ => MessageAcceptance::Ignore,
+    }
+}
+
+/// Checks a message from the members topic, or fetched by sync: a roster record goes into the
+/// shared roster, a charter version onto the chain, a key rotation to the node.
+fn members(
+    data: &[u8],
+    chain: &mut CharterChain,
+    roster: &SharedRoster,
+    fresh_now: Option<u64>,
+    synced: bool,
+) -> Outcome {
+    let refused = |why: String, provable: bool| Outcome::RefusedRecord {
+        why,
+        provable,
+        synced,
+    };
+    let env = match Envelope::from_bytes(data) {
+        Ok(env) => env,
+        Err(e) => return refused(e.to_string(), true),
+    };
+    match Kind::from_u8(env.kind) {
+        Some(Kind::Membership) => {
+            let inserted = neighbourhood::write(roster).insert(data, chain, fresh_now);
+            match inserted {
+                Ok(Some(transitions)) => Outcome::Roster {
+                    bytes: data.to_vec(),
+                    transitions,
+                    synced,
+                },
+                Ok(None) => refused("already known".into(), false),
+                Err(e) => {
+                    let provable = e.is_provable();
+                    refused(e.to_string(), provable)
+                }
+            }
+        }
+        Some(Kind::Charter) => {
+            let version = env
+                .payload_as::<wattmesh_protocol::Charter>()
+                .map(|c| c.version)
+                .unwrap_or(0);
+            let latest = chain.latest().charter.version;
+            if version != latest + 1 {
+                // Known already, or a gap that sync fills.
+                return refused(format!("charter version {version} after {latest}"), false);
+            }
+            match chain.push(env) {
+                Ok(_) => {
+                    neighbourhood::write(roster).set_chain(chain);
+                    Outcome::Charter {
+                        bytes: data.to_vec(),
+                        synced,
+                    }
+                }
+                Err(e) => refused(e.to_string(), true),
+            }
+        }
+        Some(Kind::Rekey) => match roster::open_rekey(data, chain) {
+            Ok(rekey) => Outcome::Rekey {
+                bytes: data.to_vec(),
+                rekey: Box::new(rekey),
+                synced,
+            },
+            Err(e) => {
+                let provable = e.is_provable() && !matches!(e, RosterError::UnknownCharter);
+                refused(e.to_string(), provable)
+            }
+        },
+        _ => refused(format!("kind {} on the members topic", env.kind), true),
+    }
 }
 
 /// An offer must come on the offers topic, an attestation on the attestations topic.

@@ -15,6 +15,7 @@ use wattmesh_protocol::attestation::MeterAttestation;
 use wattmesh_protocol::charter::CharterChain;
 use wattmesh_protocol::codec::{self, MAX_PAYLOAD_BYTES};
 use wattmesh_protocol::envelope::Envelope;
+use wattmesh_protocol::roster::{Change, Profile, Roster, sign_change};
 use wattmesh_protocol::sign::{self, NodeKey, SignatureBytes};
 use wattmesh_protocol::validate::Validator;
 use wattmesh_protocol::{Charter, NodeId, Offer, Settlement, Trade, TradeProposal, sample, slot};
@@ -39,6 +40,23 @@ fn maker_key(i: usize) -> NodeKey {
 
 /// `INGEST_OFFERS` distinct valid offer envelopes, as bytes, ordered so that consecutive
 /// offers come from different makers (as a busy gossip topic would deliver them).
+/// A roster in which the sample admin added every ingest maker.
+fn ingest_roster(chain: &CharterChain) -> Roster {
+    let mut r = Roster::new(chain);
+    for m in 0..INGEST_MAKERS {
+        let change = Change::Add {
+            member: maker_key(m).node_id(),
+            profile: Profile {
+                name: format!("maker {m}"),
+                pv_capacity_w: 6_000,
+            },
+        };
+        let rec = sign_change(chain, &sample::admin_key(), 0, change).to_bytes();
+        r.insert(&rec, chain, None).expect("valid roster record");
+    }
+    r
+}
+
 fn ingest_offers(chain: &CharterChain) -> Vec<Vec<u8>> {
     let current = chain.at(sample::NOW_MS);
     let c = &current.charter;
@@ -206,10 +224,11 @@ fn codecs(c: &mut Criterion) {
 fn ingest(c: &mut Criterion) {
     let chain = sample::chain();
     let offers = ingest_offers(&chain);
+    let roster = ingest_roster(&chain);
     // Every offer must be accepted by a fresh validator, or the benchmark measures refusals.
     let mut v = Validator::new();
     for bytes in &offers {
-        v.validate_gossip(bytes, &chain, sample::NOW_MS)
+        v.validate_gossip(bytes, &chain, &roster, sample::NOW_MS)
             .expect("every ingest offer is valid and distinct");
     }
     assert_eq!(v.tracked_offers(), INGEST_OFFERS);
@@ -230,7 +249,7 @@ fn ingest(c: &mut Criterion) {
                 let start = Instant::now();
                 for bytes in &offers[..n] {
                     black_box(
-                        v.validate_gossip(black_box(bytes), &chain, sample::NOW_MS)
+                        v.validate_gossip(black_box(bytes), &chain, &roster, sample::NOW_MS)
                             .expect("valid"),
                     );
                 }

@@ -34,6 +34,12 @@ pub enum Kind {
     MeterAttestation = 5,
     /// A settlement of one trade, signed by the seller and the buyer.
     Settlement = 6,
+    /// An admin's single-use permission to join, carried in an invite.
+    Ticket = 7,
+    /// A change to the membership (add, join, remove, revoke, migrate).
+    Membership = 8,
+    /// A new network key sealed to each remaining member, signed by an admin.
+    Rekey = 9,
 }
 
 impl Kind {
@@ -46,6 +52,9 @@ impl Kind {
             4 => Kind::Trade,
             5 => Kind::MeterAttestation,
             6 => Kind::Settlement,
+            7 => Kind::Ticket,
+            8 => Kind::Membership,
+            9 => Kind::Rekey,
             _ => return None,
         })
     }

@@ -9,6 +9,7 @@
 //! - [`sign`]: keys and the one signature acceptance rule;
 //! - [`envelope`]: the signed envelope with its domain (version, charter hash, kind);
 //! - the messages: [`charter`], [`offer`], [`trade`], [`attestation`], [`settlement`];
+//! - [`roster`]: membership records, tickets and network key rotation;
 //! - [`validate`]: fresh and archival validation, the replay window and spam limits;
 //! - [`slot`]: slot arithmetic, gate closure and deadlines; [`settle`]: the settlement rule.
 #![deny(missing_docs)]
@@ -22,6 +23,7 @@ pub mod ext;
 pub mod ids;
 pub mod merkle;
 pub mod offer;
+pub mod roster;
 pub mod sample;
 pub mod settle;
 pub mod settlement;

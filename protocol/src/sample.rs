@@ -49,6 +49,27 @@ pub fn chain() -> CharterChain {
     CharterChain::new(charter()).expect("founding charter")
 }
 
+/// A roster of the sample neighbourhood: the admin (by the charter), and the seller and the
+/// buyer, whom the admin added at the epoch.
+pub fn roster() -> crate::roster::Roster {
+    use crate::roster::{Change, Profile, Roster, sign_change};
+    let chain = chain();
+    let mut r = Roster::new(&chain);
+    for (key, name) in [(seller_key(), "Seller"), (buyer_key(), "Buyer")] {
+        let change = Change::Add {
+            member: key.node_id(),
+            profile: Profile {
+                name: name.into(),
+                pv_capacity_w: 6_000,
+            },
+        };
+        let rec = sign_change(&chain, &admin_key(), 0, change).to_bytes();
+        r.insert(&rec, &chain, None)
+            .expect("the sample roster is valid");
+    }
+    r
+}
+
 /// The sample sell offer: 1.5 kWh in [`SLOT_MS`] at 9.5 ¢/kWh, green.
 pub fn offer() -> Offer {
     let c = charter();

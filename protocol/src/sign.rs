@@ -103,6 +103,13 @@ impl NodeKey {
         self.0.to_bytes()
     }
 
+    /// The X25519 secret that pairs with the Montgomery form of this key's public half (the
+    /// first half of SHA-512 of the seed, as libsodium's `crypto_sign_ed25519_sk_to_curve25519`;
+    /// X25519 clamps it). Used only to open network keys sealed to this node.
+    pub fn x25519_secret_bytes(&self) -> [u8; 32] {
+        self.0.to_scalar_bytes()
+    }
+
     /// The public node id.
     pub fn node_id(&self) -> NodeId {
         NodeId(self.0.verifying_key().to_bytes())

@@ -41,6 +41,14 @@ pub enum SyncRequest {
         /// How many to skip.
         skip: u32,
     },
+    /// The membership records the responder holds (in record-id order), skipping the first
+    /// `skip`. Answered to anyone with the network key: the records are public within the
+    /// neighbourhood, self-authenticating, and a newcomer needs them to know who its
+    /// neighbours are.
+    Roster {
+        /// How many to skip.
+        skip: u32,
+    },
 }
 
 /// A response on `/wattmesh/sync/1`.

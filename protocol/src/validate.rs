@@ -13,6 +13,7 @@ use crate::envelope::{Envelope, EnvelopeError, Kind};
 use crate::ext::{self, ExtError};
 use crate::ids::{Hash32, NodeId};
 use crate::offer::{Offer, OfferId};
+use crate::roster::Roster;
 use crate::settlement::Settlement;
 use crate::slot;
 use crate::trade::{Trade, TradeProposal};
@@ -81,6 +82,9 @@ pub enum Invalid {
     /// More open offers for one slot than the charter allows.
     #[error("too many open offers for the slot")]
     TooManyOpenOffers,
+    /// The author is not a member of the neighbourhood (as far as this node's roster knows).
+    #[error("author is not a member")]
+    NotMember,
 }
 
 impl Invalid {
@@ -99,7 +103,8 @@ impl Invalid {
             | Invalid::Late
             | Invalid::Replay
             | Invalid::Stale
-            | Invalid::TooManyOpenOffers => false,
+            | Invalid::TooManyOpenOffers
+            | Invalid::NotMember => false,
             Invalid::Envelope(_)
             | Invalid::KindNotAllowed(_)
             | Invalid::WrongSigner
@@ -344,7 +349,10 @@ pub fn validate_archival(
 ) -> Result<Accepted, Invalid> {
     let env = Envelope::from_bytes(bytes)?;
     let kind = env.known_kind()?;
-    if kind == Kind::Charter {
+    if matches!(
+        kind,
+        Kind::Charter | Kind::Ticket | Kind::Membership | Kind::Rekey
+    ) {
         return Err(Invalid::KindNotAllowed(kind));
     }
     let charter = &chain
@@ -401,7 +409,9 @@ fn decode_and_check(
             check_settlement(c, env, &s, !partial)?;
             Msg::Settlement(s)
         }
-        Kind::Charter => return Err(Invalid::KindNotAllowed(kind)),
+        Kind::Charter | Kind::Ticket | Kind::Membership | Kind::Rekey => {
+            return Err(Invalid::KindNotAllowed(kind));
+        }
     })
 }
 
@@ -447,6 +457,7 @@ impl Validator {
     }
 
     /// Validates a gossiped message (offers and attestations travel by gossip) at `now`.
+    /// The author must be a member in `roster`.
     ///
     /// Fresh messages must be signed under the charter in effect at `now`, or at `now ± skew`
     /// (so a charter change does not split the network for nodes whose clocks differ a little).
@@ -455,6 +466,7 @@ impl Validator {
         &mut self,
         bytes: &[u8],
         chain: &CharterChain,
+        roster: &Roster,
         now: u64,
     ) -> Result<Accepted, Invalid> {
         let env = Envelope::from_bytes(bytes)?;
@@ -492,6 +504,11 @@ impl Validator {
             _ => return Err(Invalid::KindNotAllowed(kind)),
         }
         env.verify_signatures()?;
+        // After the signatures, so that a forgery is refused as one (and its forwarder
+        // penalised) whoever it claims to be from.
+        if !roster.is_member(&env.signer()) {
+            return Err(Invalid::NotMember);
+        }
         match &msg {
             Msg::Offer(o) => self.record_offer(o, now),
             Msg::Attestation(a) => self.record_attestation(a),

@@ -12,7 +12,7 @@ use wattmesh_protocol::{Hash32, Offer, slot};
 
 fn gossip(env: &Envelope, now: u64) -> Result<(), Invalid> {
     Validator::new()
-        .validate_gossip(&env.to_bytes(), &sample::chain(), now)
+        .validate_gossip(&env.to_bytes(), &sample::chain(), &sample::roster(), now)
         .map(|_| ())
 }
 
@@ -146,7 +146,12 @@ fn wrong_charter_in_the_domain() {
     // Relabelled to another known charter: the signature no longer verifies (after the
     // switch, so the charter itself is acceptable).
     let err = Validator::new()
-        .validate_gossip(&env.to_bytes(), &chain, NOW_MS + 3_600_000)
+        .validate_gossip(
+            &env.to_bytes(),
+            &chain,
+            &sample::roster(),
+            NOW_MS + 3_600_000,
+        )
         .expect_err("refused");
     assert!(
         matches!(err, Invalid::Envelope(EnvelopeError::Signature { .. })),
@@ -174,11 +179,15 @@ fn replay_is_ignored_however_late() {
     let chain = sample::chain();
     let mut v = Validator::new();
     let bytes = sample::offer_envelope().to_bytes();
-    assert!(v.validate_gossip(&bytes, &chain, NOW_MS).is_ok());
+    assert!(
+        v.validate_gossip(&bytes, &chain, &sample::roster(), NOW_MS)
+            .is_ok()
+    );
     // Long after gossip's duplicate cache would have forgotten it, but before expiry.
     let later = NOW_MS + 3_600_000;
     assert_ignored(
-        v.validate_gossip(&bytes, &chain, later).map(|_| ()),
+        v.validate_gossip(&bytes, &chain, &sample::roster(), later)
+            .map(|_| ()),
         Invalid::Replay,
     );
     // An older version after a newer one is stale.
@@ -186,9 +195,13 @@ fn replay_is_ignored_however_late() {
         o.version = 2;
         o.quantity_wh = 900;
     });
-    assert!(v.validate_gossip(&v2.to_bytes(), &chain, later).is_ok());
+    assert!(
+        v.validate_gossip(&v2.to_bytes(), &chain, &sample::roster(), later)
+            .is_ok()
+    );
     assert_ignored(
-        v.validate_gossip(&bytes, &chain, later).map(|_| ()),
+        v.validate_gossip(&bytes, &chain, &sample::roster(), later)
+            .map(|_| ()),
         Invalid::Stale,
     );
 }
@@ -233,7 +246,7 @@ fn trailing_bytes() {
     let mut bytes = sample::offer_envelope().to_bytes();
     bytes.push(0);
     let err = Validator::new()
-        .validate_gossip(&bytes, &sample::chain(), NOW_MS)
+        .validate_gossip(&bytes, &sample::chain(), &sample::roster(), NOW_MS)
         .expect_err("refused");
     assert_eq!(
         err,
@@ -338,11 +351,14 @@ fn over_the_spam_limits() {
     let mut v = Validator::new();
     for nonce in 0..max {
         let env = offer_with(|o| o.nonce = 100 + nonce);
-        assert!(v.validate_gossip(&env.to_bytes(), &chain, NOW_MS).is_ok());
+        assert!(
+            v.validate_gossip(&env.to_bytes(), &chain, &sample::roster(), NOW_MS)
+                .is_ok()
+        );
     }
     let one_more = offer_with(|o| o.nonce = 100 + max);
     assert_ignored(
-        v.validate_gossip(&one_more.to_bytes(), &chain, NOW_MS)
+        v.validate_gossip(&one_more.to_bytes(), &chain, &sample::roster(), NOW_MS)
             .map(|_| ()),
         Invalid::TooManyOpenOffers,
     );
@@ -354,11 +370,11 @@ fn over_the_spam_limits() {
         o.min_fill_wh = 0;
     });
     assert!(
-        v.validate_gossip(&cancel.to_bytes(), &chain, NOW_MS)
+        v.validate_gossip(&cancel.to_bytes(), &chain, &sample::roster(), NOW_MS)
             .is_ok()
     );
     assert!(
-        v.validate_gossip(&one_more.to_bytes(), &chain, NOW_MS)
+        v.validate_gossip(&one_more.to_bytes(), &chain, &sample::roster(), NOW_MS)
             .is_ok()
     );
     // Versions beyond the charter's limit are provably over it.
@@ -403,15 +419,19 @@ fn attestation_replay_and_lateness() {
     let mut v = Validator::new();
     let bytes = sample::attestation_envelope().to_bytes();
     let now = SLOT_MS + 900_000 + 6_000;
-    assert!(v.validate_gossip(&bytes, &chain, now).is_ok());
+    assert!(
+        v.validate_gossip(&bytes, &chain, &sample::roster(), now)
+            .is_ok()
+    );
     assert_ignored(
-        v.validate_gossip(&bytes, &chain, now).map(|_| ()),
+        v.validate_gossip(&bytes, &chain, &sample::roster(), now)
+            .map(|_| ()),
         Invalid::Replay,
     );
     let late = slot::attestation_deadline(c, SLOT_MS) + 1;
     assert_ignored(
         Validator::new()
-            .validate_gossip(&bytes, &chain, late)
+            .validate_gossip(&bytes, &chain, &sample::roster(), late)
             .map(|_| ()),
         Invalid::Late,
     );
@@ -447,4 +467,32 @@ fn unknown_envelope_version_is_ignored_not_punished() {
     let err = gossip(&env, NOW_MS).expect_err("refused");
     assert_eq!(err, Invalid::Envelope(EnvelopeError::UnknownKind(200)));
     assert!(!err.is_provable());
+}
+
+#[test]
+fn an_offer_from_a_non_member_is_ignored_not_rejected() {
+    // A node with the network key but no roster record signs a perfectly valid offer.
+    let outsider = wattmesh_protocol::NodeKey::from_secret(&[0x77; 32]);
+    let mut o = sample::offer();
+    o.maker = outsider.node_id();
+    let env = Envelope::seal(&o, sample::charter().hash, &outsider);
+    let got = Validator::new().validate_gossip(
+        &env.to_bytes(),
+        &sample::chain(),
+        &sample::roster(),
+        NOW_MS,
+    );
+    assert_eq!(got.map(|_| ()), Err(Invalid::NotMember));
+    assert!(!Invalid::NotMember.is_provable());
+    // The sample seller, a member, gets the same offer accepted.
+    assert!(
+        Validator::new()
+            .validate_gossip(
+                &sample::offer_envelope().to_bytes(),
+                &sample::chain(),
+                &sample::roster(),
+                NOW_MS
+            )
+            .is_ok()
+    );
 }

@@ -159,7 +159,7 @@ proptest! {
         }
         let chain = sample::chain();
         let _ = validate_archival(&bytes, &chain, true);
-        let _ = Validator::new().validate_gossip(&bytes, &chain, sample::NOW_MS);
+        let _ = Validator::new().validate_gossip(&bytes, &chain, &sample::roster(), sample::NOW_MS);
         let _ = codec::decode_canonical::<TradeRequest>(&bytes, MAX_ENVELOPE_BYTES);
         let _ = codec::decode_canonical::<SyncResponse>(&bytes, 1 << 20);
     }
@@ -185,6 +185,6 @@ proptest! {
             prop_assert_eq!(acc.envelope.to_bytes(), bytes.clone());
             prop_assert!(acc.envelope.verify_signatures().is_ok());
         }
-        let _ = Validator::new().validate_gossip(&bytes, &chain, sample::NOW_MS);
+        let _ = Validator::new().validate_gossip(&bytes, &chain, &sample::roster(), sample::NOW_MS);
     }
 }

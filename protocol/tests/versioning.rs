@@ -36,7 +36,7 @@ fn an_old_node_accepts_and_forwards_an_optional_new_field_unchanged() {
     }]);
     let bytes = env.to_bytes();
     let accepted = Validator::new()
-        .validate_gossip(&bytes, &sample::chain(), NOW_MS)
+        .validate_gossip(&bytes, &sample::chain(), &sample::roster(), NOW_MS)
         .expect("v1 accepts");
     // The v1 node forwards the exact bytes it received; the v2 node reads the field.
     assert_eq!(accepted.envelope.to_bytes(), bytes);
@@ -55,7 +55,7 @@ fn an_old_node_ignores_without_penalty_a_critical_field_it_does_not_know() {
         data: vec![1],
     }]);
     let err = Validator::new()
-        .validate_gossip(&env.to_bytes(), &sample::chain(), NOW_MS)
+        .validate_gossip(&env.to_bytes(), &sample::chain(), &sample::roster(), NOW_MS)
         .expect_err("v1 must not act on it");
     assert_eq!(err, Invalid::UnknownCriticalExt(EXT_PHASE_ONLY));
     assert!(!err.is_provable());
@@ -68,7 +68,7 @@ fn an_old_node_ignores_a_newer_envelope_version() {
     env.signatures.clear();
     env.add_signature(&sample::seller_key());
     let err = Validator::new()
-        .validate_gossip(&env.to_bytes(), &sample::chain(), NOW_MS)
+        .validate_gossip(&env.to_bytes(), &sample::chain(), &sample::roster(), NOW_MS)
         .expect_err("ignored");
     assert_eq!(err, Invalid::Envelope(EnvelopeError::UnsupportedVersion(2)));
     assert!(!err.is_provable());
@@ -94,7 +94,7 @@ fn a_new_charter_version_takes_effect_at_its_time_and_old_messages_still_verify(
     let under_v1 = Envelope::seal(&o, v1.hash, &sample::seller_key());
     assert_eq!(
         Validator::new()
-            .validate_gossip(&under_v1.to_bytes(), &chain, NOW_MS)
+            .validate_gossip(&under_v1.to_bytes(), &chain, &sample::roster(), NOW_MS)
             .map(|_| ()),
         Err(Invalid::PriceOutsideBand)
     );
@@ -103,13 +103,18 @@ fn a_new_charter_version_takes_effect_at_its_time_and_old_messages_still_verify(
     let after = NOW_MS + 3_600_000 + 60_000;
     assert!(
         Validator::new()
-            .validate_gossip(&under_v2.to_bytes(), &chain, after)
+            .validate_gossip(&under_v2.to_bytes(), &chain, &sample::roster(), after)
             .is_ok()
     );
     // Fresh messages under the superseded charter are not accepted live any more...
     assert_eq!(
         Validator::new()
-            .validate_gossip(&sample::offer_envelope().to_bytes(), &chain, after)
+            .validate_gossip(
+                &sample::offer_envelope().to_bytes(),
+                &chain,
+                &sample::roster(),
+                after
+            )
             .map(|_| ()),
         Err(Invalid::CharterNotInEffect)
     );

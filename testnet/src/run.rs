@@ -15,7 +15,8 @@ use wattmesh_node::meter::sim::calendar::Date;
 use wattmesh_node::metering::SourceKind;
 use wattmesh_node::neighbourhood::Neighbourhood;
 use wattmesh_node::store::Store;
-use wattmesh_protocol::{Charter, NeighbourhoodId};
+use wattmesh_protocol::roster::Profile;
+use wattmesh_protocol::{Charter, NeighbourhoodId, NodeKey};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -140,6 +141,7 @@ pub async fn run(
     let origin_ms = wattmesh_node::clock::Clock::new(&Default::default()).now_ms();
     let mut homes = Vec::new();
     let mut hood: Option<Neighbourhood> = None;
+    let mut founder: Option<NodeKey> = None;
     for i in 0..o.homes {
         let name = format!("home-{i:02}");
         let dir = o.out.join(&name);
@@ -155,15 +157,32 @@ pub async fn run(
                 for (j, b) in psk.iter_mut().enumerate() {
                     *b = (origin_ms >> (j % 8 * 8)) as u8 ^ j as u8;
                 }
+                let profile = Profile {
+                    name: name.clone(),
+                    pv_capacity_w: 0,
+                };
                 hood = Some(Neighbourhood::found_with(
                     &dir,
                     &store,
                     &key,
                     charter_for(key.node_id()),
                     psk,
+                    profile,
                 )?);
+                founder = Some(NodeKey::from_secret(&key.secret_bytes()));
             }
-            Some(n) => n.save(&dir, &store)?,
+            Some(n) => {
+                // The founder adds every home to the roster (a real neighbourhood joins by
+                // invite; the testnet sets up the whole roster before it starts).
+                let admin = founder.as_ref().context("the founder's key")?;
+                let profile = Profile {
+                    name: name.clone(),
+                    pv_capacity_w: 0,
+                };
+                n.add_member(&store, admin, key.node_id(), profile, 0)?;
+                // Earlier homes were saved before this one was added: give them the record.
+                n.save(&dir, &store)?;
+            }
         }
         drop(store);
         let mut cfg = config_for(i, o, origin_ms);
@@ -189,6 +208,12 @@ pub async fn run(
             dir,
             child: None,
         });
+    }
+    // Every home starts with the whole roster.
+    if let Some(n) = &hood {
+        for h in &homes {
+            n.save(&h.dir, &Store::open(&h.dir.join("wattmesh.redb"))?)?;
+        }
     }
     for h in &mut homes {
         let log = std::fs::File::create(h.dir.join("node.log"))?;

@@ -14,6 +14,7 @@ use wattmesh_protocol::codec;
 use wattmesh_protocol::envelope::Envelope;
 use wattmesh_protocol::merkle;
 use wattmesh_protocol::offer::{Offer, OfferId, Side};
+use wattmesh_protocol::roster::{Change, MAX_NAME_BYTES, Profile, Roster, sign_change};
 use wattmesh_protocol::settle::{Outcome, settle};
 use wattmesh_protocol::settlement::Settlement;
 use wattmesh_protocol::slot;
@@ -128,6 +129,23 @@ pub fn run(homes: usize, seed: u64) -> anyhow::Result<Summary> {
         })
         .collect();
 
+    // The admin adds every home to the roster; only members' offers are accepted.
+    let mut roster = Roster::new(&chain);
+    for h in &hs {
+        let change = Change::Add {
+            member: h.key.node_id(),
+            profile: Profile {
+                name: h.name.chars().take(MAX_NAME_BYTES).collect(),
+                pv_capacity_w: 6_000,
+            },
+        };
+        roster.insert(
+            &sign_change(&chain, &admin, 0, change).to_bytes(),
+            &chain,
+            None,
+        )?;
+    }
+
     // Sellers post offers; every other home validates each one as it arrives by gossip.
     let mut summary = Summary::default();
     let mut book: Vec<(usize, Offer)> = Vec::new();
@@ -154,7 +172,7 @@ pub fn run(homes: usize, seed: u64) -> anyhow::Result<Summary> {
         for (j, h) in hs.iter_mut().enumerate() {
             if j != i
                 && h.validator
-                    .validate_gossip(&bytes, &chain, now + 50)
+                    .validate_gossip(&bytes, &chain, &roster, now + 50)
                     .is_ok()
             {
                 summary.offer_deliveries_accepted += 1;
@@ -296,7 +314,7 @@ pub fn run(homes: usize, seed: u64) -> anyhow::Result<Summary> {
             ext: Vec::new(),
         };
         let bytes = Envelope::seal(&a, charter.hash, &h.key).to_bytes();
-        let acc = Validator::new().validate_gossip(&bytes, &chain, end + 2_500)?;
+        let acc = Validator::new().validate_gossip(&bytes, &chain, &roster, end + 2_500)?;
         let Msg::Attestation(a) = acc.msg else {
             anyhow::bail!("not an attestation")
         };

@@ -263,7 +263,7 @@ impl Sim {
                         }
                     }
                 }
-                Output::Publish(TopicKind::Attestations, _) => {}
+                Output::Publish(TopicKind::Attestations | TopicKind::Members, _) => {}
                 Output::Send { to, token, req } => {
                     let Some(&dest) = self.ids.get(&to) else {
                         continue;

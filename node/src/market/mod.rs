@@ -331,6 +331,12 @@ impl Market {
         }
     }
 
+    /// Adopts a longer charter chain (a new version was signed); each version still takes
+    /// effect at its own time.
+    pub fn set_chain(&mut self, chain: CharterChain) {
+        self.chain = chain;
+    }
+
     /// Rebuilds the state from persisted records (after a restart or a crash).
     pub fn restore(
         key: Arc<NodeKey>,

@@ -25,17 +25,24 @@ pub enum TopicKind {
     Offers,
     /// Meter attestations.
     Attestations,
+    /// Membership: roster records, charter versions and network key rotations.
+    Members,
 }
 
 impl TopicKind {
     /// Every topic.
-    pub const ALL: [TopicKind; 2] = [TopicKind::Offers, TopicKind::Attestations];
+    pub const ALL: [TopicKind; 3] = [
+        TopicKind::Offers,
+        TopicKind::Attestations,
+        TopicKind::Members,
+    ];
 
     /// The topic for this kind in neighbourhood `n`: `wattmesh/<nid hex>/offers/1`.
     pub fn topic(self, n: &NeighbourhoodId) -> IdentTopic {
         let name = match self {
             TopicKind::Offers => "offers",
             TopicKind::Attestations => "attestations",
+            TopicKind::Members => "members",
         };
         IdentTopic::new(format!("wattmesh/{}/{name}/1", n.to_hex()))
     }

@@ -141,6 +141,7 @@ enum Command {
     RespondSync(ResponseChannel<SyncResponse>, SyncResponse),
     Trade(PeerId, TradeRequest, Reply<Result<TradeResponse, String>>),
     RespondTrade(ResponseChannel<TradeResponse>, TradeResponse),
+    Disconnect(PeerId, bool),
     Stop(Reply<()>),
 }
 
@@ -149,7 +150,11 @@ enum Command {
 pub struct NetHandle {
     tx: mpsc::Sender<Command>,
     local: PeerId,
+    psk: SharedKey,
 }
+
+/// The network key new connections use.
+type SharedKey = std::sync::Arc<std::sync::RwLock<PreSharedKey>>;
 
 /// The swarm task has stopped.
 #[derive(Debug, thiserror::Error)]
@@ -255,19 +260,34 @@ impl NetHandle {
     pub async fn stop(&self) {
         let _ = self.ask(Command::Stop).await;
     }
+
+    /// Closes every connection to `peer`; with `ban`, refuses its connections from now on
+    /// and stops redialling it (a removed member).
+    pub fn disconnect(&self, peer: PeerId, ban: bool) {
+        let _ = self.tx.try_send(Command::Disconnect(peer, ban));
+    }
+
+    /// Switches the private network key for new connections (a rotation); connections open
+    /// now stay up.
+    pub fn set_network_key(&self, psk: [u8; 32]) {
+        *self.psk.write().unwrap_or_else(|e| e.into_inner()) = PreSharedKey::new(psk);
+    }
 }
 
 /// Builds the transport: TCP, then the private network handshake with the pre-shared key (a
 /// peer without the key cannot get further), then Noise and yamux.
 fn transport(
     key: &identity::Keypair,
-    psk: [u8; 32],
+    psk: SharedKey,
 ) -> anyhow::Result<libp2p::core::transport::Boxed<(PeerId, libp2p::core::muxing::StreamMuxerBox)>>
 {
-    let psk = PreSharedKey::new(psk);
     Ok(
         tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-            .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+            .and_then(move |socket, _| {
+                // Read per connection, so a rotated key applies to the next one.
+                let current = *psk.read().unwrap_or_else(|e| e.into_inner());
+                PnetConfig::new(current).handshake(socket)
+            })
             .upgrade(Version::V1Lazy)
             .authenticate(noise::Config::new(key)?)
             .multiplex(yamux::Config::default())
@@ -284,8 +304,9 @@ pub fn spawn(
     let kp = keypair(key);
     let local = kp.public().to_peer_id();
     let behaviour = Behaviour::new(&kp, &cfg.behaviour)?;
+    let psk: SharedKey = std::sync::Arc::new(std::sync::RwLock::new(PreSharedKey::new(cfg.psk)));
     let mut swarm = Swarm::new(
-        transport(&kp, cfg.psk)?,
+        transport(&kp, psk.clone())?,
         behaviour,
         local,
         libp2p::swarm::Config::with_tokio_executor().with_idle_connection_timeout(cfg.idle_timeout),
@@ -308,10 +329,18 @@ pub fn spawn(
         pending_sync: HashMap::new(),
         pending_trade: HashMap::new(),
         connected: HashMap::new(),
+        banned: std::collections::HashSet::new(),
         dropped_events: 0,
     };
     tokio::spawn(tracing::Instrument::in_current_span(task.run()));
-    Ok((NetHandle { tx: cmd_tx, local }, ev_rx))
+    Ok((
+        NetHandle {
+            tx: cmd_tx,
+            local,
+            psk,
+        },
+        ev_rx,
+    ))
 }
 
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
@@ -355,6 +384,8 @@ struct SwarmTask {
     pending_sync: HashMap<OutboundRequestId, Reply<Result<SyncResponse, String>>>,
     pending_trade: HashMap<OutboundRequestId, Reply<Result<TradeResponse, String>>>,
     connected: HashMap<PeerId, Conn>,
+    /// Peers refused outright (removed members). Bounded by the roster's size.
+    banned: std::collections::HashSet<PeerId>,
     dropped_events: u64,
 }
 
@@ -472,6 +503,13 @@ impl SwarmTask {
             Command::RespondTrade(ch, resp) => {
                 let _ = b.trade.send_response(ch, resp);
             }
+            Command::Disconnect(peer, ban) => {
+                if ban && self.banned.len() < 10_000 {
+                    self.banned.insert(peer);
+                    self.bootstrap.remove(&peer);
+                }
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
             Command::Stop(_) => unreachable!("handled in run"),
         }
     }
@@ -486,6 +524,11 @@ impl SwarmTask {
                 peer_id, endpoint, ..
             } => {
                 let addr = endpoint.get_remote_address().clone();
+                if self.banned.contains(&peer_id) {
+                    debug!(peer = %peer_id, "refused a removed member");
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                }
                 let outbound = endpoint.is_dialer();
                 let c = self.connected.entry(peer_id).or_insert_with(|| Conn {
                     addr: addr.clone(),

@@ -28,6 +28,12 @@ use wattmesh_protocol::validate::{self, Msg};
 use wattmesh_protocol::{NodeId, NodeKey, slot};
 
 mod attest;
+mod members;
+
+pub use members::{
+    Amendment, DEFAULT_INVITE_SECS, InviteArgs, InviteOut, MemberView, PROBATION, REKEY_DELAY_MS,
+    TicketView,
+};
 
 /// What the owner asks for when posting an offer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,7 +150,12 @@ enum Request {
     Dial(Multiaddr, Reply<Result<(), String>>),
     Score(PeerId, Reply<Option<f64>>),
     PublishRaw(TopicKind, Vec<u8>, Reply<Result<(), String>>),
-    Invite(Vec<String>, Reply<String>),
+    Invite(InviteArgs, Reply<Result<InviteOut, String>>),
+    Members(Reply<Vec<MemberView>>),
+    Tickets(Reply<Result<Vec<TicketView>, String>>),
+    Revoke(String, Reply<Result<String, String>>),
+    Remove(String, Reply<Result<String, String>>),
+    Amend(Amendment, Reply<Result<String, String>>),
     OfferBytes(u64, Reply<Option<Vec<u8>>>),
     Readings(u64, u64, Reply<Vec<crate::metering::Minute>>),
     Attestations(NodeId, Reply<Vec<wattmesh_protocol::MeterAttestation>>),
@@ -213,10 +224,36 @@ impl NodeHandle {
         self.ask(|r| Request::PublishRaw(topic, bytes, r)).await
     }
 
-    /// An invite code carrying the network key, the charters and addresses to dial
-    /// (`bootstrap`, or the node's own listening addresses if empty).
-    pub async fn invite(&self, bootstrap: Vec<String>) -> Result<String, Stopped> {
-        self.ask(|r| Request::Invite(bootstrap, r)).await
+    /// Issues an invite (admins only): a code carrying a single-use, expiring ticket, the
+    /// network key, the charters and addresses to dial (`args.bootstrap`, or the node's own
+    /// listening addresses if empty).
+    pub async fn invite(&self, args: InviteArgs) -> Result<Result<InviteOut, String>, Stopped> {
+        self.ask(|r| Request::Invite(args, r)).await
+    }
+
+    /// The neighbourhood's members.
+    pub async fn members(&self) -> Result<Vec<MemberView>, Stopped> {
+        self.ask(Request::Members).await
+    }
+
+    /// The invites this node issued and what became of them.
+    pub async fn tickets(&self) -> Result<Result<Vec<TicketView>, String>, Stopped> {
+        self.ask(Request::Tickets).await
+    }
+
+    /// Revokes an unused invite by its ticket id (a prefix of at least 8 hex digits).
+    pub async fn revoke(&self, ticket: String) -> Result<Result<String, String>, Stopped> {
+        self.ask(|r| Request::Revoke(ticket, r)).await
+    }
+
+    /// Removes a member (admins only) and rotates the network key to everyone else.
+    pub async fn remove(&self, member: String) -> Result<Result<String, String>, Stopped> {
+        self.ask(|r| Request::Remove(member, r)).await
+    }
+
+    /// Signs a new charter version (admins only).
+    pub async fn amend(&self, a: Amendment) -> Result<Result<String, String>, Stopped> {
+        self.ask(|r| Request::Amend(a, r)).await
     }
 
     /// The exact envelope bytes of an offer in the book, by nonce.
@@ -352,7 +389,39 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
     let entered = span.clone().entered();
     let (net, events) = net::spawn(&key, net_cfg)?;
     let (out_tx, out_rx) = mpsc::channel(worker::WORK_QUEUE);
-    let work = worker::spawn(n.chain.clone(), clock.clone(), net.clone(), out_tx)?;
+    let work = worker::spawn(
+        n.chain.clone(),
+        n.roster.clone(),
+        clock.clone(),
+        net.clone(),
+        out_tx,
+    )?;
+    {
+        let r = crate::neighbourhood::read(&n.roster);
+        let me = key.node_id();
+        if r.is_former(&me) {
+            warn!("this node was removed from the neighbourhood; its neighbours refuse it");
+        } else if !r.is_member(&me) {
+            warn!(
+                "this node is not a member yet: neighbours accept it once they have its join \
+                 record, which they fetch when it connects"
+            );
+        }
+    }
+    // A key rotation received before a restart, not yet applied.
+    let pending_rekey = {
+        let store = store.clone();
+        let rekeys = tokio::task::spawn_blocking(move || store.rekeys()).await??;
+        rekeys
+            .iter()
+            .filter_map(|b| wattmesh_protocol::roster::open_rekey(b, &n.chain).ok())
+            .filter(|r| r.epoch > n.epoch)
+            .filter_map(|r| {
+                let psk = wattmesh_protocol::roster::open_network_key(&key, &r.sealed)?;
+                Some((r.epoch, r.effective_ms, psk))
+            })
+            .max_by_key(|p| p.0)
+    };
     let (meter_tx, meter_rx) = mpsc::channel(64);
     let (meter_enabled, meter_kinds) =
         match crate::metering::open(&cfg.meter, &key.node_id().short())? {
@@ -407,9 +476,13 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
     };
     let (responses_tx, responses_rx) = mpsc::channel(1024);
     let (restore_tx, restore_rx) = mpsc::channel(1024);
+    let (synced_tx, synced_rx) = mpsc::channel(256);
     let core = Core {
         key: std::sync::Arc::new(key),
         n,
+        data_dir,
+        probation: HashMap::new(),
+        pending_rekey,
         clock,
         store,
         net,
@@ -421,6 +494,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         next_cmd: 1,
         responses_tx,
         restore_tx,
+        synced_tx,
         trader: cfg.trader.clone(),
         last_trader_ms: 0,
         trader_log: std::collections::VecDeque::new(),
@@ -441,8 +515,16 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         retention_ms: u64::from(cfg.meter.retention_days) * 86_400_000,
     };
     let task = tokio::spawn(
-        core.run(rx, events, out_rx, meter_rx, responses_rx, restore_rx)
-            .instrument(span),
+        core.run(Inbox {
+            requests: rx,
+            events,
+            outcomes: out_rx,
+            meter: meter_rx,
+            responses: responses_rx,
+            restores: restore_rx,
+            synced: synced_rx,
+        })
+        .instrument(span),
     );
     Ok(Running { handle, task })
 }
@@ -450,6 +532,11 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
 struct Core {
     key: std::sync::Arc<NodeKey>,
     n: Neighbourhood,
+    data_dir: PathBuf,
+    /// Peers connected but not (yet) members, since when.
+    probation: HashMap<PeerId, Instant>,
+    /// A rotated network key to switch to: (epoch, effective UTC ms, key).
+    pending_rekey: Option<(u32, u64, [u8; 32])>,
     clock: Clock,
     store: Store,
     net: NetHandle,
@@ -461,6 +548,8 @@ struct Core {
     next_cmd: u64,
     responses_tx: mpsc::Sender<(u64, Option<TradeResponse>)>,
     restore_tx: mpsc::Sender<crate::market::Record>,
+    /// Peers whose roster and charters we fetched, ready for the rest of the catch-up.
+    synced_tx: mpsc::Sender<PeerId>,
     trader: crate::market::trader::Limits,
     last_trader_ms: u64,
     trader_log: std::collections::VecDeque<(u64, crate::market::trader::Action)>,
@@ -479,16 +568,28 @@ struct Core {
     retention_ms: u64,
 }
 
+/// Everything the node task listens to.
+struct Inbox {
+    requests: mpsc::Receiver<Request>,
+    events: mpsc::Receiver<NetEvent>,
+    outcomes: mpsc::Receiver<Outcome>,
+    meter: mpsc::Receiver<crate::metering::MeterEvent>,
+    responses: mpsc::Receiver<(u64, Option<TradeResponse>)>,
+    restores: mpsc::Receiver<crate::market::Record>,
+    synced: mpsc::Receiver<PeerId>,
+}
+
 impl Core {
-    async fn run(
-        mut self,
-        mut requests: mpsc::Receiver<Request>,
-        mut events: mpsc::Receiver<NetEvent>,
-        mut outcomes: mpsc::Receiver<Outcome>,
-        mut meter: mpsc::Receiver<crate::metering::MeterEvent>,
-        mut responses: mpsc::Receiver<(u64, Option<TradeResponse>)>,
-        mut restores: mpsc::Receiver<crate::market::Record>,
-    ) -> anyhow::Result<()> {
+    async fn run(mut self, inbox: Inbox) -> anyhow::Result<()> {
+        let Inbox {
+            mut requests,
+            mut events,
+            mut outcomes,
+            mut meter,
+            mut responses,
+            mut restores,
+            mut synced,
+        } = inbox;
         let mut flush = tokio::time::interval(Duration::from_millis(200));
         // The market's clock: once a simulated second, but at most 20 times a real second.
         let tick_ms = (1000 / self.clock.speed()).max(50);
@@ -515,8 +616,10 @@ impl Core {
                     self.feed(crate::market::Input::Response { token, resp }).await;
                 }
                 Some(r) = restores.recv() => self.feed(crate::market::Input::Restore(r)).await,
+                Some(peer) = synced.recv() => self.catch_up_after_roster(peer),
                 _ = tick.tick() => {
                     self.feed(crate::market::Input::Tick).await;
+                    self.apply_rekey().await;
                     // The trader acts every five simulated seconds (its ramp moves in steps of
                     // a tenth of the window, so more often would change nothing).
                     let now = self.clock.now_ms();
@@ -565,6 +668,7 @@ impl Core {
         }
         self.quotas
             .retain(|_, (t, _)| t.elapsed() < Duration::from_secs(60));
+        self.end_probations();
     }
 
     async fn outcome(&mut self, o: Outcome) {
@@ -589,6 +693,31 @@ impl Core {
                         self.feed(crate::market::Input::Attestation(a, bytes)).await;
                     }
                     _ => {}
+                }
+            }
+            Outcome::Roster {
+                bytes,
+                transitions,
+                synced,
+            } => self.on_roster(bytes, transitions, synced).await,
+            Outcome::Charter { bytes, synced } => self.on_charter(bytes, synced).await,
+            Outcome::Rekey {
+                bytes,
+                rekey,
+                synced,
+            } => self.on_rekey(bytes, *rekey, synced).await,
+            Outcome::RefusedRecord {
+                why,
+                provable,
+                synced,
+            } => {
+                debug!(%why, synced, "refused a membership message");
+                if synced {
+                    self.counters.sync_refused += 1;
+                } else if provable {
+                    self.counters.gossip_rejected += 1;
+                } else {
+                    self.counters.gossip_ignored += 1;
                 }
             }
             Outcome::Refused { why, synced } => {
@@ -659,7 +788,17 @@ impl Core {
                 channel,
             } => {
                 let from = net::node_id_of(&peer);
+                let proposal =
+                    matches!(request, wattmesh_protocol::trade::TradeRequest::Propose(_));
                 match from {
+                    // New trades only with members; trades already agreed settle whatever
+                    // became of the counterparty since.
+                    Some(from) if proposal && !self.is_member(&from) => {
+                        let _ = self
+                            .net
+                            .respond_trade(channel, TradeResponse::Reject(RejectReason::Invalid))
+                            .await;
+                    }
                     Some(from) if self.within_quota(peer) => {
                         let reply = self.next_reply;
                         self.next_reply += 1;
@@ -681,13 +820,9 @@ impl Core {
             }
             NetEvent::PeerConnected(peer, addr) => {
                 self.remember_peer(peer, addr);
-                self.catch_up(peer);
-                // Our own chain first (a node whose database was lost continues it rather
-                // than restarting at 0), then the peer's.
-                self.fetch_attestations(peer, self.key.node_id());
-                if let Some(them) = net::node_id_of(&peer) {
-                    self.fetch_attestations(peer, them);
-                }
+                // Charters and roster first, so that what follows is judged by who the
+                // members are; then `catch_up_after_roster`.
+                self.on_connected(peer);
             }
             NetEvent::Listening(addr) => self.start_mdns(&addr),
             NetEvent::PeerDisconnected(_) => {}
@@ -731,6 +866,18 @@ impl Core {
         tokio::task::spawn_blocking(move || {
             let _ = store.put_peer(&peer.to_bytes(), &[addr.to_string()]);
         });
+    }
+
+    /// The rest of a newly connected peer's catch-up, once its roster is in the worker's queue:
+    /// trades we share, offers, and attestations.
+    fn catch_up_after_roster(&mut self, peer: PeerId) {
+        self.catch_up(peer);
+        // Our own chain first (a node whose database was lost continues it rather than
+        // restarting at 0), then the peer's.
+        self.fetch_attestations(peer, self.key.node_id());
+        if let Some(them) = net::node_id_of(&peer) {
+            self.fetch_attestations(peer, them);
+        }
     }
 
     /// Fetches a newly connected peer's offers, page by page, through the worker.
@@ -885,6 +1032,7 @@ impl Core {
             SyncRequest::Shared { from_slot_ms, skip } => {
                 self.shared_trades(peer, from_slot_ms, skip).await
             }
+            SyncRequest::Roster { skip } => self.roster_page(skip).await,
         }
     }
 
@@ -981,24 +1129,23 @@ impl Core {
                     .unwrap_or_else(|e| Err(e.to_string()));
                 let _ = reply.send(r);
             }
-            Request::Invite(bootstrap, reply) => {
-                let bootstrap = if bootstrap.is_empty() {
-                    self.dialable_addrs().await
-                } else {
-                    bootstrap
-                };
-                let invite = crate::neighbourhood::Invite {
-                    psk: self.n.psk,
-                    charters: self
-                        .n
-                        .chain
-                        .versions()
-                        .iter()
-                        .map(|c| c.envelope.to_bytes())
-                        .collect(),
-                    bootstrap,
-                };
-                let _ = reply.send(invite.to_code());
+            Request::Invite(args, reply) => {
+                let _ = reply.send(self.invite(args).await);
+            }
+            Request::Members(reply) => {
+                let _ = reply.send(self.member_list().await);
+            }
+            Request::Tickets(reply) => {
+                let _ = reply.send(self.ticket_list().await);
+            }
+            Request::Revoke(ticket, reply) => {
+                let _ = reply.send(self.revoke(&ticket).await);
+            }
+            Request::Remove(member, reply) => {
+                let _ = reply.send(self.remove(&member).await);
+            }
+            Request::Amend(a, reply) => {
+                let _ = reply.send(self.amend(a).await);
             }
             Request::OfferBytes(nonce, reply) => {
                 let bytes = self

@@ -23,12 +23,25 @@ pub fn test_config(bootstrap: Vec<String>) -> Config {
     c
 }
 
+/// The founder's key file of each neighbourhood a test founded, so that [`join`] can admit
+/// members in the founder's name.
+static FOUNDERS: std::sync::Mutex<Vec<([u8; 16], PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+fn remember_founder(n: &Neighbourhood, dir: &Path) {
+    FOUNDERS
+        .lock()
+        .unwrap()
+        .push((n.id().0, dir.join("node.key")));
+}
+
 /// Founds a neighbourhood in `dir` and returns it.
 pub fn found(dir: &Path) -> Neighbourhood {
     std::fs::create_dir_all(dir).unwrap();
     let store = Store::open(&dir.join("wattmesh.redb")).unwrap();
     let (key, _) = wattmesh_node::identity::load_or_create(&dir.join("node.key")).unwrap();
-    Neighbourhood::found(dir, &store, &key, "Test Lane", 0).unwrap()
+    let n = Neighbourhood::found(dir, &store, &key, "Test Lane", 0).unwrap();
+    remember_founder(&n, dir);
+    n
 }
 
 /// Founds a neighbourhood with 5-minute slots, a 30 s gate closure and a 2-minute grace, for
@@ -47,14 +60,41 @@ pub fn found_fast(dir: &Path) -> Neighbourhood {
     c.slot_minutes = 5;
     c.gate_closure_secs = 30;
     c.settlement_grace_secs = 120;
-    Neighbourhood::found_with(dir, &store, &key, c, [0x17; 32]).unwrap()
+    let profile = wattmesh_node::neighbourhood::default_profile(&key.node_id());
+    let n = Neighbourhood::found_with(dir, &store, &key, c, [0x17; 32], profile).unwrap();
+    remember_founder(&n, dir);
+    n
 }
 
-/// Makes `dir` a member of `n` (as joining with an invite does).
+/// Makes `dir` a member of `n`: saves the neighbourhood there, and the founder (an admin)
+/// adds the node to the roster. The record is stored only in `dir`; the founder's node and the
+/// others learn it by sync when the node connects, as with a real join.
 pub fn join(dir: &Path, n: &Neighbourhood) {
+    let key = provision(dir, n);
+    let founder = FOUNDERS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(id, _)| *id == n.id().0)
+        .map(|(_, p)| p.clone())
+        .expect("the neighbourhood was founded by common::found or found_fast");
+    let admin = wattmesh_node::identity::load(&founder).unwrap();
+    let store = Store::open(&dir.join("wattmesh.redb")).unwrap();
+    let local = Neighbourhood::load(dir, &store).unwrap().unwrap();
+    let profile = wattmesh_node::neighbourhood::default_profile(&key.node_id());
+    local
+        .add_member(&store, &admin, key.node_id(), profile, 0)
+        .unwrap();
+}
+
+/// Saves the neighbourhood (network key, charters, roster as `n` holds it) in `dir` without
+/// admitting the node: it holds the network key but is not a member.
+pub fn provision(dir: &Path, n: &Neighbourhood) -> NodeKey {
     std::fs::create_dir_all(dir).unwrap();
     let store = Store::open(&dir.join("wattmesh.redb")).unwrap();
     n.save(dir, &store).unwrap();
+    let (key, _) = wattmesh_node::identity::load_or_create(&dir.join("node.key")).unwrap();
+    key
 }
 
 /// A running test node.
@@ -77,6 +117,14 @@ impl TestNode {
             handle: running.handle.clone(),
             running,
         }
+    }
+
+    /// Stops the node and waits until it has let go of its database.
+    pub async fn shutdown(self) {
+        self.handle.stop().await;
+        let _ = self.running.task.await;
+        // Blocking database work the node spawned finishes on its own; give it a moment.
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     /// The first listening address with `/p2p/`, waiting until there is one.
