@@ -50,6 +50,9 @@ pub enum ControlRequest {
     Remove {
         /// Its node id (a prefix of at least 8 hex digits).
         member: String,
+        /// The new node id (full hex) it moved to after losing its key, if it did.
+        #[serde(default)]
+        moved_to: Option<String>,
     },
     /// Sign a new charter version.
     Amend(Amendment),
@@ -162,7 +165,7 @@ async fn handle(req: ControlRequest, node: &NodeHandle) -> serde_json::Value {
             Err(_) => stopped(),
         },
         ControlRequest::Revoke { ticket } => said(node.revoke(ticket).await),
-        ControlRequest::Remove { member } => said(node.remove(member).await),
+        ControlRequest::Remove { member, moved_to } => said(node.remove(member, moved_to).await),
         ControlRequest::Amend(a) => said(node.amend(a).await),
         ControlRequest::Take {
             maker,

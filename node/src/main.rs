@@ -93,6 +93,10 @@ enum Command {
     Remove {
         /// The member's node id (at least 8 hex digits, from `wattmesh members`).
         member: String,
+        /// The member lost its key (a stolen Pi) and rejoined with this new node id (full
+        /// hex): its membership and history move there instead of ending.
+        #[arg(long)]
+        moved_to: Option<String>,
     },
     /// Sign a new charter version (admins only); it takes effect at its time on every node.
     Amend {
@@ -196,6 +200,13 @@ enum KeysAction {
     Backup {
         /// Where to write the backup; must not exist yet.
         out: PathBuf,
+    },
+    /// Move this node to a new key (the old one leaked), keeping its membership and history.
+    /// Run it with the node stopped; neighbours learn of the move when it reconnects.
+    Rotate {
+        /// Rotate even though some trades are not settled yet (they stay unsettled).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -349,8 +360,9 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Remove { member } => {
-            let v = ok(control::call(&data_dir, &ControlRequest::Remove { member }).await?)?;
+        Command::Remove { member, moved_to } => {
+            let req = ControlRequest::Remove { member, moved_to };
+            let v = ok(control::call(&data_dir, &req).await?)?;
             println!("{}", v["message"].as_str().unwrap_or(""));
             Ok(())
         }
@@ -458,7 +470,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Meter { once } => meter(&data_dir, &cfg_path, once).await,
-        Command::Keys { action } => keys(&data_dir, action),
+        Command::Keys { action } => keys(&data_dir, &cfg_path, action),
     }
 }
 
@@ -741,7 +753,7 @@ fn print_trades(trades: &[Value], w: &mut dyn std::io::Write) -> anyhow::Result<
     Ok(())
 }
 
-fn keys(data_dir: &Path, action: KeysAction) -> anyhow::Result<()> {
+fn keys(data_dir: &Path, cfg_path: &Path, action: KeysAction) -> anyhow::Result<()> {
     let key_path = dirs::key_path(data_dir);
     let (key, created) = identity::load_or_create(&key_path)?;
     match action {
@@ -757,6 +769,25 @@ fn keys(data_dir: &Path, action: KeysAction) -> anyhow::Result<()> {
                 wattmesh_node::net::keypair(&key).public().to_peer_id()
             );
             println!("key file:   {}", key_path.display());
+        }
+        KeysAction::Rotate { force } => {
+            if control::socket_path(data_dir).exists()
+                && std::os::unix::net::UnixStream::connect(control::socket_path(data_dir)).is_ok()
+            {
+                bail!("stop the node first (`wattmesh run` is using this data directory)");
+            }
+            let store = open_store(data_dir, cfg_path)?;
+            let n = Neighbourhood::load(data_dir, &store)?
+                .context("this node has not joined a neighbourhood")?;
+            let new = n.migrate_key(data_dir, &store, &key, now_ms(), force)?;
+            println!(
+                "moved node {} to new key {} ({}); the old key is kept as node.key.retired-{}. \
+                 Start the node: neighbours accept the new key once they fetch the move.",
+                key.node_id().short(),
+                new.node_id().short(),
+                new.node_id(),
+                key.node_id().short()
+            );
         }
         KeysAction::Backup { out } => {
             identity::write_new(&out, &identity::render(&key))

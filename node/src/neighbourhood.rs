@@ -156,6 +156,49 @@ impl Neighbourhood {
         )
     }
 
+    /// Moves this node to a new key (a leaked key, a new Pi restored from a backup): signs a
+    /// migration with the new key and then the old one, stores it (neighbours fetch it when
+    /// the node next connects), keeps the old key as `node.key.retired-<short id>` and writes
+    /// the new one as `node.key`. The node's database, with its history, stays as it is.
+    ///
+    /// Trades agreed under the old key are settled with the old key's signature, which the
+    /// node no longer uses: unless `force`, this refuses while any trade of this node awaits
+    /// its settlement.
+    pub fn migrate_key(
+        &self,
+        data_dir: &Path,
+        store: &Store,
+        old: &NodeKey,
+        now_ms: u64,
+        force: bool,
+    ) -> anyhow::Result<NodeKey> {
+        if !read(&self.roster).is_member(&old.node_id()) {
+            bail!("this node is not a member, so it has no membership to move");
+        }
+        let open = unsettled_trades(store)?;
+        if open > 0 && !force {
+            bail!(
+                "{open} trade(s) of this node are not settled yet; they are settled with the \
+                 current key. Turn the automatic trader off, wait until they settle (see \
+                 `wattmesh trades`), or pass --force to leave them unsettled"
+            );
+        }
+        let new = NodeKey::generate(&mut rand_core::OsRng);
+        let change = Change::Migrate {
+            old: old.node_id(),
+            new: new.node_id(),
+        };
+        let mut env = roster::sign_change(&self.chain, &new, now_ms, change);
+        env.add_signature(old);
+        self.record(store, &env.to_bytes())?;
+        let key_path = crate::dirs::key_path(data_dir);
+        let retired = data_dir.join(format!("node.key.retired-{}", old.node_id().short()));
+        std::fs::rename(&key_path, &retired)
+            .with_context(|| format!("moving the old key to {}", retired.display()))?;
+        identity::write_new(&key_path, &identity::render(&new))?;
+        Ok(new)
+    }
+
     /// Saves the key file (if absent), every charter version and every roster record.
     pub fn save(&self, data_dir: &Path, store: &Store) -> anyhow::Result<()> {
         let path = psk_path(data_dir);
@@ -236,6 +279,23 @@ impl Neighbourhood {
             roster: Arc::new(RwLock::new(roster)),
         }))
     }
+}
+
+/// How many of this node's trades have no final settlement yet.
+pub fn unsettled_trades(store: &Store) -> anyhow::Result<usize> {
+    use crate::market::{Record, SettleState};
+    let records = store.records()?;
+    let done: std::collections::HashSet<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Settlement { id, state, .. } if *state != SettleState::Proposed => Some(*id),
+            _ => None,
+        })
+        .collect();
+    Ok(records
+        .iter()
+        .filter(|r| matches!(r, Record::Trade { id, .. } if !done.contains(id)))
+        .count())
 }
 
 /// Rebuilds and checks a charter chain from envelope bytes, oldest first.

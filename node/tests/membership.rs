@@ -271,7 +271,7 @@ async fn a_removed_member_is_refused_and_the_rest_move_to_a_new_network_key() {
     .expect("everyone knows everyone");
     let old_psk = std::fs::read(psk_path(&root.join("admin"))).unwrap();
 
-    let said = admin.handle.remove(c_id[..12].to_string()).await.unwrap();
+    let said = admin.handle.remove(c_id[..12].to_string(), None).await.unwrap();
     assert!(said.is_ok(), "{said:?}");
     eventually(WAIT, || async {
         (!members_of(&b).await.contains(&c_id) && c.peer_count().await == 0).then_some(())
@@ -378,6 +378,62 @@ async fn a_charter_amendment_takes_effect_everywhere_at_its_time() {
         assert_eq!(chain.versions().len(), 2);
         assert!(wattmesh_protocol::validate::validate_archival(&bytes, &chain, false).is_ok());
     }
+    admin.handle.stop().await;
+    b.handle.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_moves_to_a_new_key_and_keeps_its_membership() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let hood = found(&root.join("admin"));
+    join(&root.join("b"), &hood);
+    let admin = TestNode::start(&root.join("admin"), test_config(vec![])).await;
+    let a_addr = admin.addr().await;
+    let b = TestNode::start(&root.join("b"), test_config(vec![a_addr.clone()])).await;
+    let old_id = b.handle.status().await.unwrap().node_id;
+    eventually(WAIT, || async {
+        members_of(&admin).await.contains(&old_id).then_some(())
+    })
+    .await
+    .unwrap();
+    let name = |ms: &[wattmesh_node::node::MemberView], id: &str| {
+        ms.iter().find(|m| m.node_id == id).map(|m| m.name.clone())
+    };
+    let old_name = name(&admin.handle.members().await.unwrap(), &old_id).unwrap();
+    b.shutdown().await;
+
+    // The owner rotates the key with the node stopped (`wattmesh keys rotate`).
+    let bdir = root.join("b");
+    let new_id = {
+        let store = Store::open(&bdir.join("wattmesh.redb")).unwrap();
+        let n = Neighbourhood::load(&bdir, &store).unwrap().unwrap();
+        let old = wattmesh_node::identity::load(&bdir.join("node.key")).unwrap();
+        n.migrate_key(&bdir, &store, &old, now_ms(), false)
+            .unwrap()
+            .node_id()
+            .to_hex()
+    };
+    assert_ne!(new_id, old_id);
+    let b = TestNode::start(&bdir, test_config(vec![a_addr])).await;
+    assert_eq!(b.handle.status().await.unwrap().node_id, new_id);
+    eventually(WAIT, || async {
+        let ms = admin.handle.members().await.unwrap();
+        (name(&ms, &new_id).is_some() && name(&ms, &old_id).is_none()).then_some(ms)
+    })
+    .await
+    .map(|ms| {
+        let m = ms.iter().find(|m| m.node_id == new_id).unwrap();
+        assert_eq!(m.name, old_name, "the profile moves with the member");
+        assert_eq!(m.previous.as_deref(), Some(old_id.as_str()));
+    })
+    .expect("the admin follows the move");
+    let nonce = b.handle.post(sell(150)).await.unwrap().unwrap().nonce;
+    eventually(WAIT, || async {
+        admin.has_offer(nonce).await.then_some(())
+    })
+    .await
+    .expect("offers under the new key are accepted");
     admin.handle.stop().await;
     b.handle.stop().await;
 }

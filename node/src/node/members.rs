@@ -567,11 +567,20 @@ impl Core {
         Ok(format!("revoked invite {}", &t.id[..16]))
     }
 
-    /// Removes a member and rotates the network key to every remaining member.
-    pub(super) async fn remove(&mut self, prefix: &str) -> Result<String, String> {
+    /// Removes a member and rotates the network key to every remaining member. With
+    /// `moved_to`, the member lost its key: its membership moves to the new node id (a
+    /// migration signed by this admin) and the old key is shut out the same way.
+    pub(super) async fn remove(
+        &mut self,
+        prefix: &str,
+        moved_to: Option<&str>,
+    ) -> Result<String, String> {
         if !self.am_admin() {
             return Err("only an admin can remove members".into());
         }
+        let new = moved_to
+            .map(|h| NodeId::from_hex(h.trim()).map_err(|_| "moved_to: give the full node id"))
+            .transpose()?;
         let (member, remaining) = {
             let r = neighbourhood::read(&self.n.roster);
             let member = resolve(r.members().map(|m| m.node), prefix)?;
@@ -579,6 +588,7 @@ impl Core {
                 .members()
                 .map(|m| m.node)
                 .chain(r.admins().copied())
+                .chain(new)
                 .filter(|n| *n != member)
                 .collect();
             remaining.sort();
@@ -589,7 +599,10 @@ impl Core {
             return Err("an admin is removed by a charter amendment, not here".into());
         }
         let now = self.clock.now_ms();
-        let change = Change::Remove { member };
+        let change = match new {
+            Some(new) => Change::Migrate { old: member, new },
+            None => Change::Remove { member },
+        };
         let env = roster::sign_change(&self.n.chain, &self.key, now, change);
         self.submit(env.to_bytes()).await?;
         let mut psk = [0u8; 32];

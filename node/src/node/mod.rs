@@ -154,7 +154,7 @@ enum Request {
     Members(Reply<Vec<MemberView>>),
     Tickets(Reply<Result<Vec<TicketView>, String>>),
     Revoke(String, Reply<Result<String, String>>),
-    Remove(String, Reply<Result<String, String>>),
+    Remove(String, Option<String>, Reply<Result<String, String>>),
     Amend(Amendment, Reply<Result<String, String>>),
     OfferBytes(u64, Reply<Option<Vec<u8>>>),
     Readings(u64, u64, Reply<Vec<crate::metering::Minute>>),
@@ -246,9 +246,15 @@ impl NodeHandle {
         self.ask(|r| Request::Revoke(ticket, r)).await
     }
 
-    /// Removes a member (admins only) and rotates the network key to everyone else.
-    pub async fn remove(&self, member: String) -> Result<Result<String, String>, Stopped> {
-        self.ask(|r| Request::Remove(member, r)).await
+    /// Removes a member (admins only) and rotates the network key to everyone else. With
+    /// `moved_to` (a full node id), the member lost its key and its membership moves to the
+    /// new one instead of ending.
+    pub async fn remove(
+        &self,
+        member: String,
+        moved_to: Option<String>,
+    ) -> Result<Result<String, String>, Stopped> {
+        self.ask(|r| Request::Remove(member, moved_to, r)).await
     }
 
     /// Signs a new charter version (admins only).
@@ -1141,8 +1147,8 @@ impl Core {
             Request::Revoke(ticket, reply) => {
                 let _ = reply.send(self.revoke(&ticket).await);
             }
-            Request::Remove(member, reply) => {
-                let _ = reply.send(self.remove(&member).await);
+            Request::Remove(member, moved_to, reply) => {
+                let _ = reply.send(self.remove(&member, moved_to.as_deref()).await);
             }
             Request::Amend(a, reply) => {
                 let _ = reply.send(self.amend(a).await);
