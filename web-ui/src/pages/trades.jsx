@@ -1,0 +1,270 @@
+// Trades: history with status and filters, and one trade's details.
+import { useMemo, useState } from 'preact/hooks';
+import { useApi } from '../api.js';
+import { Badge, Empty, ErrorNote, Field, Loading, Notice, PageHeader, Section, useNow } from '../components.jsx';
+import {
+  dateInput, exactMoney, formatEnergy, formatMoney, formatPrice, formatSlot, localDayStart,
+} from '../format.js';
+
+/** What a person calls the trade's status now. */
+export function tradeStatus(t, slotMinutes, now = Date.now()) {
+  const end = t.slot_ms + (slotMinutes ?? 15) * 60000;
+  switch (t.settlement) {
+    case 'settled':
+      return t.delivered_wh != null && t.delivered_wh < t.energy_wh
+        ? { key: 'short', label: 'short-delivered', kind: 'warn' }
+        : { key: 'settled', label: 'settled', kind: 'good' };
+    case 'unilateral':
+      return { key: 'settled', label: 'settled (one-sided)', kind: 'warn' };
+    case 'disputed':
+      return { key: 'disputed', label: 'disputed', kind: 'bad' };
+    case 'proposed':
+      return { key: 'settling', label: 'settling', kind: '' };
+    default:
+      break;
+  }
+  if (t.state && t.state !== 'agreed') return { key: t.state, label: t.state, kind: '' };
+  if (now < t.slot_ms) return { key: 'agreed', label: 'agreed', kind: '' };
+  if (now < end) return { key: 'delivering', label: 'delivering', kind: 'live' };
+  return { key: 'awaiting', label: 'awaiting settlement', kind: '' };
+}
+
+const STATUS_FILTERS = [
+  ['', 'Any status'],
+  ['agreed', 'Agreed'],
+  ['delivering', 'Delivering'],
+  ['awaiting', 'Awaiting settlement'],
+  ['settling', 'Settling'],
+  ['settled', 'Settled'],
+  ['short', 'Short-delivered'],
+  ['disputed', 'Disputed'],
+];
+
+const tradeId = (t) => `${t.taker}/${t.nonce}`;
+
+function Signatures({ ok }) {
+  return ok ? (
+    <Badge kind="good" title="Both parties' signatures on this trade were checked">✓ both signatures verified</Badge>
+  ) : (
+    <Badge kind="bad" title="The trade's signatures did not verify">✗ signatures not verified</Badge>
+  );
+}
+
+function TradeDetail({ ctx, taker, nonce }) {
+  const trades = useApi('/api/trades', { every: 10000 });
+  const now = useNow(10000);
+  const t = (trades.data ?? []).find((x) => x.taker === taker && String(x.nonce) === String(nonce));
+  const c = ctx.currency;
+  return (
+    <>
+      <PageHeader title="Trade" sub={t ? `${t.side === 'sell' ? 'Sold to' : 'Bought from'} ${t.counterparty_name || t.counterparty}` : null}>
+        <a class="button" href="#/trades">
+          ← All trades
+        </a>
+      </PageHeader>
+      <ErrorNote error={trades.error} />
+      {!trades.data ? (
+        <Loading />
+      ) : !t ? (
+        <Notice kind="warn">This trade is not on this node.</Notice>
+      ) : (
+        <Section title="Details" id="trade-detail">
+          <dl class="facts wide" data-testid="trade-detail">
+            <dt>Status</dt>
+            <dd>
+              {(() => {
+                const s = tradeStatus(t, ctx.slotMinutes, now);
+                return <Badge kind={s.kind}>{s.label}</Badge>;
+              })()}{' '}
+              <span class="muted small">
+                (trade {t.state}
+                {t.settlement ? `, settlement ${t.settlement}` : ''})
+              </span>
+            </dd>
+            <dt>Signatures</dt>
+            <dd data-testid="signatures">
+              <Signatures ok={t.signatures_verified} />
+            </dd>
+            <dt>We</dt>
+            <dd>
+              {t.side === 'sell' ? 'sell' : 'buy'}, as the {t.role} (
+              {t.role === 'maker' ? 'our offer was taken' : 'we took their offer'})
+            </dd>
+            <dt>Neighbour</dt>
+            <dd>
+              {t.counterparty_name || 'Neighbour'} <code>{t.counterparty}</code>
+            </dd>
+            <dt>Delivery slot</dt>
+            <dd>{formatSlot(t.slot_ms, ctx.slotMinutes, now)}</dd>
+            <dt>Energy agreed</dt>
+            <dd>{formatEnergy(t.energy_wh)}</dd>
+            <dt>Energy delivered</dt>
+            <dd>{t.delivered_wh == null ? 'not yet settled' : formatEnergy(t.delivered_wh)}</dd>
+            <dt>Price</dt>
+            <dd>{formatPrice(t.price, c)}</dd>
+            <dt>Amount</dt>
+            <dd title={exactMoney(t.amount, c)}>
+              {t.amount == null
+                ? 'after settlement'
+                : `${formatMoney(Math.abs(t.amount), c)} ${t.amount >= 0 ? 'owed to us' : 'we owe'}`}
+            </dd>
+            <dt>Taker</dt>
+            <dd>
+              <code class="wrap">{t.taker}</code>
+            </dd>
+            <dt>Nonce</dt>
+            <dd>
+              <code>{t.nonce}</code>
+            </dd>
+          </dl>
+          {t.settlement === 'disputed' && (
+            <Notice kind="warn">
+              The two meters' attestations for this slot did not agree, so the trade is disputed. The
+              record and both attestations stay on both nodes; talk to your neighbour and settle the
+              difference between you (it shows in your statements).
+            </Notice>
+          )}
+          {t.settlement === 'unilateral' && (
+            <Notice>
+              Your neighbour did not co-sign the settlement in time, so this node recorded it from its
+              own proof alone.
+            </Notice>
+          )}
+        </Section>
+      )}
+    </>
+  );
+}
+
+export function TradesPage({ ctx }) {
+  const [, taker, nonce] = ctx.route.parts;
+  if (taker && nonce != null) return <TradeDetail ctx={ctx} taker={taker} nonce={nonce} />;
+  return <TradeList ctx={ctx} />;
+}
+
+function TradeList({ ctx }) {
+  const trades = useApi('/api/trades', { every: 10000 });
+  const now = useNow(10000);
+  const [status, setStatus] = useState('');
+  const [side, setSide] = useState('');
+  const [who, setWho] = useState('');
+  const [from, setFrom] = useState('');
+  const [to, setTo] = useState('');
+  const c = ctx.currency;
+  const list = trades.data ?? [];
+  const rows = useMemo(() => {
+    const text = who.trim().toLowerCase();
+    const lo = localDayStart(from);
+    const hi = localDayStart(to);
+    return list
+      .map((t) => ({ t, s: tradeStatus(t, ctx.slotMinutes, now) }))
+      .filter(
+        ({ t, s }) =>
+          (!status || s.key === status) &&
+          (!side || t.side === side) &&
+          (lo == null || t.slot_ms >= lo) &&
+          (hi == null || t.slot_ms < hi + 86400000) &&
+          (!text ||
+            (t.counterparty_name ?? '').toLowerCase().includes(text) ||
+            (t.counterparty ?? '').toLowerCase().includes(text)),
+      )
+      .sort((a, b) => b.t.slot_ms - a.t.slot_ms);
+  }, [trades.data, status, side, who, from, to, now]);
+
+  return (
+    <>
+      <PageHeader title="Trades" sub="Every trade this node agreed, and how it settled." />
+      <Section title="History" id="trades">
+        <form class="filters" onSubmit={(e) => e.preventDefault()} aria-label="Filter trades">
+          <Field label="Status" id="t-status">
+            <select id="t-status" value={status} onChange={(e) => setStatus(e.currentTarget.value)}>
+              {STATUS_FILTERS.map(([v, l]) => (
+                <option key={v} value={v}>
+                  {l}
+                </option>
+              ))}
+            </select>
+          </Field>
+          <Field label="We" id="t-side">
+            <select id="t-side" value={side} onChange={(e) => setSide(e.currentTarget.value)}>
+              <option value="">Sold and bought</option>
+              <option value="sell">Sold</option>
+              <option value="buy">Bought</option>
+            </select>
+          </Field>
+          <Field label="Neighbour" id="t-who">
+            <input id="t-who" type="search" value={who} placeholder="Name or short id" onInput={(e) => setWho(e.currentTarget.value)} />
+          </Field>
+          <Field label="From" id="t-from">
+            <input id="t-from" type="date" value={from} max={dateInput(now)} onInput={(e) => setFrom(e.currentTarget.value)} />
+          </Field>
+          <Field label="To" id="t-to">
+            <input id="t-to" type="date" value={to} onInput={(e) => setTo(e.currentTarget.value)} />
+          </Field>
+        </form>
+        <ErrorNote error={trades.error} />
+        {!trades.data ? (
+          <Loading what="Loading trades" />
+        ) : rows.length === 0 ? (
+          <Empty>{list.length ? 'No trade matches these filters.' : 'No trades yet. Take an offer on the market to make one.'}</Empty>
+        ) : (
+          <table class="table responsive" data-testid="trades-table">
+            <caption class="sr-only">
+              {rows.length} of {list.length} trades
+            </caption>
+            <thead>
+              <tr>
+                <th scope="col">Slot</th>
+                <th scope="col">We</th>
+                <th scope="col">Neighbour</th>
+                <th scope="col" class="num">Energy</th>
+                <th scope="col" class="num">Price</th>
+                <th scope="col" class="num">Amount</th>
+                <th scope="col">Status</th>
+                <th scope="col"><span class="sr-only">Details</span></th>
+              </tr>
+            </thead>
+            <tbody>
+              {rows.map(({ t, s }) => (
+                <tr key={tradeId(t)} data-testid="trade-row" data-nonce={t.nonce} data-taker={t.taker}>
+                  <td data-label="Slot">{formatSlot(t.slot_ms, ctx.slotMinutes, now)}</td>
+                  <td data-label="We">
+                    <Badge kind={t.side}>{t.side === 'sell' ? 'sold' : 'bought'}</Badge>
+                  </td>
+                  <td data-label="Neighbour">
+                    {t.counterparty_name || 'Neighbour'} <code class="muted">{t.counterparty}</code>
+                  </td>
+                  <td data-label="Energy" class="num">
+                    {t.delivered_wh != null && t.delivered_wh !== t.energy_wh
+                      ? `${formatEnergy(t.delivered_wh)} of ${formatEnergy(t.energy_wh)}`
+                      : formatEnergy(t.energy_wh)}
+                  </td>
+                  <td data-label="Price" class="num">{formatPrice(t.price, c)}</td>
+                  <td data-label="Amount" class="num" title={exactMoney(t.amount, c)}>
+                    {t.amount == null ? '–' : formatMoney(t.amount, c, { signed: true })}
+                  </td>
+                  <td data-label="Status">
+                    <Badge kind={s.kind}>{s.label}</Badge>{' '}
+                    {t.signatures_verified ? (
+                      <span class="sig ok" title="Both signatures verified">✓<span class="sr-only"> signatures verified</span></span>
+                    ) : (
+                      <span class="sig bad" title="Signatures not verified">✗<span class="sr-only"> signatures not verified</span></span>
+                    )}
+                  </td>
+                  <td class="actions">
+                    <a class="button" href={`#/trades/${encodeURIComponent(t.taker)}/${encodeURIComponent(t.nonce)}`}>
+                      Details<span class="sr-only"> of the trade with {t.counterparty_name || t.counterparty}</span>
+                    </a>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+        <p class="muted small">
+          Amounts: positive is owed to you, negative is what you owe.
+        </p>
+      </Section>
+    </>
+  );
+}
