@@ -2,7 +2,8 @@
 import { useMemo, useState } from 'preact/hooks';
 import { useApi, useLive } from '../api.js';
 import { Chart, ErrorNote, Loading, PageHeader, Section, Stat, Empty, useNow } from '../components.jsx';
-import { energyChart, energyData, hasBattery, livePowerData, powerChart, powerData } from '../charts.js';
+import { energyChart, powerChart } from '../charts.js';
+import { energyData, hasBattery, livePowerData, powerData } from '../logic.js';
 import {
   formatClock, formatEnergy, formatMoney, formatPercent, formatPower, formatPrice, exactMoney,
 } from '../format.js';

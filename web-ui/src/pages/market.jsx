@@ -1,6 +1,7 @@
 // Market: the order book for the coming slots, posting, taking and cancelling offers.
 import { useMemo, useState } from 'preact/hooks';
 import { canTrade, del, post, useApi } from '../api.js';
+import { cost, openSlots } from '../logic.js';
 import {
   Badge, Dialog, Empty, ErrorNote, Field, Loading, Notice, PageHeader, Section, useAction, useNow,
 } from '../components.jsx';
@@ -8,22 +9,6 @@ import {
   exactMoney, formatEnergy, formatMoney, formatPrice, formatRelative, formatSlot, kwhInput,
   minorUnit, parseKwh, parsePrice, priceInput,
 } from '../format.js';
-
-/** The slots still open for trading: after gate closure is too late. */
-export function openSlots(charter, now, count = 12) {
-  const slotMs = (charter?.slot_minutes ?? 15) * 60000;
-  const gate = (charter?.gate_closure_secs ?? 0) * 1000;
-  const out = [];
-  let t = Math.ceil(now / slotMs) * slotMs;
-  while (out.length < count) {
-    if (t - gate > now) out.push(t);
-    t += slotMs;
-  }
-  return out;
-}
-
-/** Money for `wh` at `price` (milli-minor per kWh), in milli-minor, rounded (display only). */
-const cost = (wh, price) => Math.round((wh * price) / 1000);
 
 function PostOffer({ ctx, onPosted }) {
   const { charter, currency } = ctx;

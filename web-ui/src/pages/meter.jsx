@@ -3,7 +3,8 @@ import { useMemo } from 'preact/hooks';
 import { useApi, useLive } from '../api.js';
 import { Chart, Empty, ErrorNote, Loading, PageHeader, Section, Stat } from '../components.jsx';
 import { LivePower } from './dashboard.jsx';
-import { powerChart, powerData, hasBattery } from '../charts.js';
+import { powerChart } from '../charts.js';
+import { hasBattery, powerData } from '../logic.js';
 import { formatClock, formatEnergy, formatPower } from '../format.js';
 
 export function MeterPage({ ctx }) {

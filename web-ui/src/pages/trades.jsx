@@ -1,33 +1,11 @@
 // Trades: history with status and filters, and one trade's details.
 import { useMemo, useState } from 'preact/hooks';
 import { useApi } from '../api.js';
+import { tradeStatus } from '../logic.js';
 import { Badge, Empty, ErrorNote, Field, Loading, Notice, PageHeader, Section, useNow } from '../components.jsx';
 import {
   dateInput, exactMoney, formatEnergy, formatMoney, formatPrice, formatSlot, localDayStart,
 } from '../format.js';
-
-/** What a person calls the trade's status now. */
-export function tradeStatus(t, slotMinutes, now = Date.now()) {
-  const end = t.slot_ms + (slotMinutes ?? 15) * 60000;
-  switch (t.settlement) {
-    case 'settled':
-      return t.delivered_wh != null && t.delivered_wh < t.energy_wh
-        ? { key: 'short', label: 'short-delivered', kind: 'warn' }
-        : { key: 'settled', label: 'settled', kind: 'good' };
-    case 'unilateral':
-      return { key: 'settled', label: 'settled (one-sided)', kind: 'warn' };
-    case 'disputed':
-      return { key: 'disputed', label: 'disputed', kind: 'bad' };
-    case 'proposed':
-      return { key: 'settling', label: 'settling', kind: '' };
-    default:
-      break;
-  }
-  if (t.state && t.state !== 'agreed') return { key: t.state, label: t.state, kind: '' };
-  if (now < t.slot_ms) return { key: 'agreed', label: 'agreed', kind: '' };
-  if (now < end) return { key: 'delivering', label: 'delivering', kind: 'live' };
-  return { key: 'awaiting', label: 'awaiting settlement', kind: '' };
-}
 
 const STATUS_FILTERS = [
   ['', 'Any status'],

@@ -1,0 +1,296 @@
+// Dev-only mock of the node's web API (never shipped): serves web-ui/dist and fakes the JSON API
+// for two nodes sharing one order book, so pages and the browser tests can be developed before
+// the real server exists. Usage: node dev/mock.mjs [PORT_A] [PORT_B]   (defaults 8701 8702)
+// Prints the setup codes. Not a model of the real node's behaviour beyond the API's shapes.
+import http from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const dist = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist');
+const ports = [Number(process.argv[2] ?? 8701), Number(process.argv[3] ?? 8702)];
+const hex = (n) => randomBytes(n).toString('hex');
+const SLOT = 15 * 60000;
+const charter = {
+  version: 1, name: 'Maple Street', slot_minutes: 15, feed_in_price: 6000, retail_price: 14000,
+  currency: 'USD', time_zone: 'America/Chicago', admins: [], gate_closure_secs: 300,
+  settlement_grace_secs: 3600, max_power_w: 20000, effective_ms: Date.now() - 30 * 86400000,
+};
+const book = []; // shared offers
+const nodes = ports.map((port, i) => ({
+  i, port, id: hex(32), name: ['Ada', 'Bo'][i], code: process.env[`MOCK_SETUP_${'AB'[i]}`] ?? hex(4), users: new Map(), sessions: new Map(),
+  trades: [], invites: [], nonce: 1, trader: {
+    enabled: false, sell: true, min_sell_price: 7000, sell_above_wh: 50, max_sell_wh: 5000, buy: true,
+    max_buy_price: 11000, max_buy_wh: 5000, from_hour: 0, to_hour: 24, lead_slots: 2, ramp_minutes: 20,
+    utc_offset_minutes: -360,
+  },
+}));
+charter.admins = [nodes[0].id];
+
+// A deterministic simulated home: PV by time of day, load with morning and evening peaks.
+function power(node, t) {
+  const h = (t / 3600000) % 24;
+  const solar = Math.max(0, Math.sin(((h - 6) / 12) * Math.PI)) * (node.i ? 3200 : 4800);
+  const load = 400 + 900 * Math.exp(-((h - 7.5) ** 2)) + 1400 * Math.exp(-((h - 19) ** 2) / 2) + 150 * Math.sin(t / 97000);
+  return { solar_w: Math.round(solar), load_w: Math.round(load), grid_w: Math.round(load - solar) };
+}
+function registers(node, t) {
+  // Integrates by the hour (coarse; good enough for a mock).
+  let imp = 1000000 + node.i * 50000;
+  let exp = 400000;
+  const start = t - 40 * 86400000;
+  for (let x = start; x < t; x += 3600000) {
+    const g = power(node, x).grid_w;
+    if (g > 0) imp += g;
+    else exp -= g;
+  }
+  return { import_wh: Math.round(imp), export_wh: Math.round(exp) };
+}
+const reading = (node, t) => ({ at_ms: t, ...power(node, t), ...registers(node, t) });
+
+function member(n, me) {
+  return {
+    node_id: n.id, short_id: n.id.slice(0, 8), name: n.name, pv_capacity_w: n.i ? 3200 : 4800,
+    since_ms: charter.effective_ms + n.i * 86400000, how: n.i ? 'join' : 'founder', admin: n.i === 0,
+    me: n === me, online: true, previous: null,
+  };
+}
+
+function json(res, status, body, headers = {}) {
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store', ...headers });
+  res.end(JSON.stringify(body));
+}
+const fail = (res, status, error) => json(res, status, { error });
+
+async function body(req) {
+  const chunks = [];
+  for await (const c of req) chunks.push(c);
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString() || '{}');
+  } catch {
+    return null;
+  }
+}
+
+function cookie(req) {
+  const m = /(?:^|;\s*)wm_session=([^;]+)/.exec(req.headers.cookie ?? '');
+  return m?.[1];
+}
+
+function newSession(node, res, user) {
+  const sid = hex(16);
+  const csrf = hex(16);
+  node.sessions.set(sid, { user, csrf });
+  res.setHeader('Set-Cookie', `wm_session=${sid}; HttpOnly; SameSite=Strict; Path=/`);
+  return { user: { name: user.name, role: user.role }, csrf };
+}
+
+function csv(res, rows) {
+  res.writeHead(200, { 'Content-Type': 'text/csv', 'Content-Disposition': 'attachment' });
+  res.end(rows.map((r) => r.join(',')).join('\n') + '\n');
+}
+
+async function handle(node, req, res) {
+  const url = new URL(req.url, `http://${req.headers.host}`);
+  const p = url.pathname;
+  const m = req.method;
+  if (!p.startsWith('/api/')) {
+    const file = p === '/' ? 'index.html' : p.slice(1);
+    if (file.includes('..')) return fail(res, 400, 'bad path');
+    try {
+      const data = await readFile(path.join(dist, file));
+      const type = file.endsWith('.js') ? 'text/javascript' : file.endsWith('.css') ? 'text/css' : 'text/html';
+      res.writeHead(200, { 'Content-Type': type });
+      return res.end(data);
+    } catch {
+      return fail(res, 404, 'not found');
+    }
+  }
+  const now = Date.now();
+  const sess = node.sessions.get(cookie(req));
+  if (m !== 'GET') {
+    const origin = req.headers.origin;
+    if (origin && origin !== `http://${req.headers.host}`) return fail(res, 403, 'cross-site request refused');
+  }
+  if (p === '/api/setup' && m === 'GET') return json(res, 200, { needed: node.users.size === 0 });
+  if (p === '/api/setup' && m === 'POST') {
+    const b = await body(req);
+    if (node.users.size) return fail(res, 409, 'already set up');
+    if (!b || b.code !== node.code) return fail(res, 403, 'wrong setup code');
+    if (!b.username || (b.password ?? '').length < 8) return fail(res, 400, 'password must have at least 8 characters');
+    const u = { name: b.username, role: 'owner', password: b.password };
+    node.users.set(u.name, u);
+    return json(res, 200, newSession(node, res, u));
+  }
+  if (p === '/api/login' && m === 'POST') {
+    const b = await body(req);
+    const u = node.users.get(b?.username);
+    if (!u || u.password !== b.password) return fail(res, 401, 'wrong user name or password');
+    return json(res, 200, newSession(node, res, u));
+  }
+  if (!sess) return fail(res, 401, 'not signed in');
+  if (m !== 'GET' && req.headers['x-csrf-token'] !== sess.csrf) return fail(res, 403, 'missing or wrong CSRF token');
+  const role = sess.user.role;
+  const trading = role !== 'viewer';
+  if (p === '/api/session') return json(res, 200, { user: { name: sess.user.name, role }, csrf: sess.csrf });
+  if (p === '/api/logout') {
+    node.sessions.delete(cookie(req));
+    return json(res, 200, {});
+  }
+  if (p === '/api/status') {
+    const other = nodes[1 - node.i];
+    return json(res, 200, {
+      node_id: node.id, short_id: node.id.slice(0, 8), peer_id: '12D3Koo' + hex(10), neighbourhood: charter.name,
+      neighbourhood_id: 'a1b2c3', charter_version: 1, clock: 'synced', now_ms: now,
+      listening: [`/ip4/127.0.0.1/tcp/${4001 + node.i}`],
+      peers: [{ peer_id: '12D3KooW' + other.id.slice(0, 20), node: other.id, address: `/ip4/127.0.0.1/tcp/${4002 - node.i}`, reach: 'direct', outbound: node.i === 1, score: 12.5, connected_secs: 3725 }],
+      offers: book.length, meter: { enabled: true, ...reading(node, now) }, counters: {}, uptime_secs: 4000,
+    });
+  }
+  if (p === '/api/live') {
+    res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store' });
+    const send = () => res.write(`event: power\ndata: ${JSON.stringify(reading(node, Date.now()))}\n\n`);
+    send();
+    const id = setInterval(send, 2000);
+    req.on('close', () => clearInterval(id));
+    return undefined;
+  }
+  if (p === '/api/readings') {
+    const from = Number(url.searchParams.get('from'));
+    const to = Number(url.searchParams.get('to'));
+    const step = { minute: 60000, slot: SLOT, hour: 3600000, day: 86400000 }[url.searchParams.get('step')];
+    if (!step || !(to > from)) return fail(res, 400, 'bad range or step');
+    const out = [];
+    for (let t = Math.ceil(from / step) * step; t < to && out.length < 2000; t += step) {
+      const pw = power(node, t + step / 2);
+      out.push({ t, ...pw, battery_w: null, ...registers(node, t + step) });
+    }
+    return json(res, 200, out);
+  }
+  if (p === '/api/summary') {
+    const d = new Date(now);
+    d.setHours(0, 0, 0, 0);
+    const a = registers(node, d.getTime());
+    const b = registers(node, now);
+    return json(res, 200, {
+      day_start_ms: d.getTime(), import_wh: b.import_wh - a.import_wh, export_wh: b.export_wh - a.export_wh,
+      solar_wh: 14200, load_wh: 11800, self_sufficiency: 0.62, savings: 143250, retail_price: charter.retail_price,
+      feed_in_price: charter.feed_in_price, currency: charter.currency,
+    });
+  }
+  if (p === '/api/charter') return json(res, 200, charter);
+  if (p === '/api/offers' && m === 'GET') {
+    return json(res, 200, book.filter((o) => o.expires_ms > now).map((o) => ({ ...o, mine: o.maker === node.id })));
+  }
+  if (p === '/api/offers' && m === 'POST') {
+    if (!trading) return fail(res, 403, 'your account may not trade');
+    const b = await body(req);
+    if (!b || !['sell', 'buy'].includes(b.side) || !(b.quantity_wh > 0) || !(b.price >= 0)) return fail(res, 400, 'bad offer');
+    const slot = b.slot_ms ?? Math.ceil((now + 300000) / SLOT) * SLOT;
+    const o = {
+      maker: node.id, maker_short: node.id.slice(0, 8), maker_name: node.name, nonce: node.nonce++, version: 1,
+      side: b.side, slot_ms: slot, quantity_wh: b.quantity_wh, price: b.price, expires_ms: slot - 300000,
+    };
+    book.push(o);
+    return json(res, 200, { ...o, mine: true });
+  }
+  let mm = /^\/api\/offers\/(\d+)$/.exec(p);
+  if (mm && m === 'DELETE') {
+    const k = book.findIndex((o) => o.maker === node.id && o.nonce === Number(mm[1]));
+    if (k < 0) return fail(res, 404, 'no such offer of ours');
+    book.splice(k, 1);
+    return json(res, 200, {});
+  }
+  if (p === '/api/take' && m === 'POST') {
+    if (!trading) return fail(res, 403, 'your account may not trade');
+    const b = await body(req);
+    const o = book.find((x) => x.maker === b?.maker && x.nonce === b?.nonce);
+    if (!o) return fail(res, 404, 'no such offer');
+    if (o.maker === node.id) return fail(res, 400, 'cannot take your own offer');
+    if (!(b.energy_wh > 0) || b.energy_wh > o.quantity_wh) return fail(res, 400, 'energy out of range');
+    o.quantity_wh -= b.energy_wh;
+    if (o.quantity_wh === 0) book.splice(book.indexOf(o), 1);
+    const maker = nodes.find((n) => n.id === o.maker);
+    const base = { taker: node.id, nonce: o.nonce, slot_ms: o.slot_ms, energy_wh: b.energy_wh, price: o.price, state: 'agreed', settlement: null, delivered_wh: null, amount: null, signatures_verified: true };
+    const mine = { ...base, role: 'taker', side: o.side === 'sell' ? 'buy' : 'sell', counterparty: maker.id.slice(0, 8), counterparty_name: maker.name };
+    node.trades.push(mine);
+    maker.trades.push({ ...base, role: 'maker', side: o.side, counterparty: node.id.slice(0, 8), counterparty_name: node.name });
+    return json(res, 200, mine);
+  }
+  if (p === '/api/trades') return json(res, 200, node.trades);
+  if (p === '/api/statements') {
+    const month = new Date(now).toISOString().slice(0, 7);
+    return json(res, 200, [
+      { month, counterparty: nodes[1 - node.i].id.slice(0, 8), counterparty_name: nodes[1 - node.i].name, sold_wh: 4200, bought_wh: 1300, receivable: 39900, payable: 12350, net: 27550 },
+      { month: '2026-05', counterparty: 'c0ffee12', counterparty_name: 'Cy', sold_wh: 800, bought_wh: 5100, receivable: 7600, payable: 48450, net: -40850 },
+    ]);
+  }
+  if (p === '/api/members') return json(res, 200, nodes.map((n) => member(n, node)));
+  if (p === '/api/invites' && m === 'GET') return json(res, 200, node.invites);
+  if (p === '/api/invites' && m === 'POST') {
+    if (role !== 'owner' || node.i !== 0) return fail(res, 403, 'only the owner of an admin node may invite');
+    const b = await body(req);
+    const inv = { id: hex(4), note: b?.note ?? '', issued_ms: now, expires_ms: now + (b?.valid_secs ?? 604800) * 1000, status: 'open' };
+    node.invites.push(inv);
+    return json(res, 200, { code: 'wm2-' + randomBytes(180).toString('base64url').toUpperCase(), ticket_id: inv.id, expires_ms: inv.expires_ms });
+  }
+  mm = /^\/api\/invites\/(\w+)$/.exec(p);
+  if (mm && m === 'DELETE') {
+    const inv = node.invites.find((x) => x.id === mm[1]);
+    if (!inv) return fail(res, 404, 'no such invite');
+    inv.status = 'revoked';
+    return json(res, 200, {});
+  }
+  if (p === '/api/trader' && m === 'GET') {
+    return json(res, 200, {
+      limits: node.trader,
+      log: [
+        { at_ms: now - 60000, action: 'post sell 1200 Wh at 9.5', why: 'forecast surplus 1250 Wh for 14:30, keeping 50 Wh back' },
+        { at_ms: now - 360000, action: 'take', why: 'buy offer from Bo at 10.2 ≥ my lowest selling price 7.0' },
+      ],
+    });
+  }
+  if (p === '/api/trader' && m === 'PUT') {
+    if (!trading) return fail(res, 403, 'your account may not trade');
+    const b = await body(req);
+    if (!b?.limits) return fail(res, 400, 'limits missing');
+    node.trader = b.limits;
+    return json(res, 200, { limits: node.trader });
+  }
+  if (p === '/api/users' && m === 'GET') return json(res, 200, [...node.users.values()].map((u) => ({ name: u.name, role: u.role })));
+  if (p === '/api/users' && m === 'POST') {
+    if (role !== 'owner') return fail(res, 403, 'owner only');
+    const b = await body(req);
+    if (!b?.username || (b.password ?? '').length < 8 || !['owner', 'trader', 'viewer'].includes(b.role)) return fail(res, 400, 'bad account');
+    node.users.set(b.username, { name: b.username, role: b.role, password: b.password });
+    return json(res, 200, {});
+  }
+  mm = /^\/api\/users\/(.+)$/.exec(p);
+  if (mm && m === 'DELETE') {
+    node.users.delete(decodeURIComponent(mm[1]));
+    return json(res, 200, {});
+  }
+  if (p === '/api/password' && m === 'POST') {
+    const b = await body(req);
+    if (b?.old !== sess.user.password) return fail(res, 400, 'wrong current password');
+    if ((b.new ?? '').length < 8) return fail(res, 400, 'password must have at least 8 characters');
+    sess.user.password = b.new;
+    return json(res, 200, {});
+  }
+  mm = /^\/api\/export\/(readings|trades|settlements)\.csv$/.exec(p);
+  if (mm) {
+    if (mm[1] === 'readings') return csv(res, [['slot_start_utc', 'import_wh', 'export_wh'], [new Date(now).toISOString(), 120, 0]]);
+    if (mm[1] === 'trades') return csv(res, [['slot_start_utc', 'side', 'energy_wh', 'price'], ...node.trades.map((t) => [new Date(t.slot_ms).toISOString(), t.side, t.energy_wh, t.price])]);
+    return csv(res, [['slot_start_utc', 'delivered_wh', 'amount'], [new Date(now).toISOString(), 500, 4750]]);
+  }
+  return fail(res, 404, 'no such route');
+}
+
+for (const node of nodes) {
+  http
+    .createServer((req, res) => handle(node, req, res).catch((e) => fail(res, 500, String(e))))
+    .listen(node.port, '127.0.0.1', () => {
+      console.log(`mock node ${node.name}: http://127.0.0.1:${node.port}/  setup code ${node.code}`);
+    });
+}

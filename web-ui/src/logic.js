@@ -1,0 +1,97 @@
+// Pure logic of the pages (no DOM, no network), unit-tested in tests/unit/.
+
+/** The slots still open for trading: after gate closure is too late. */
+export function openSlots(charter, now, count = 12) {
+  const slotMs = (charter?.slot_minutes ?? 15) * 60000;
+  const gate = (charter?.gate_closure_secs ?? 0) * 1000;
+  const out = [];
+  let t = Math.ceil(now / slotMs) * slotMs;
+  while (out.length < count) {
+    if (t - gate > now) out.push(t);
+    t += slotMs;
+  }
+  return out;
+}
+
+/** Money for `wh` at `price` (milli-minor per kWh), in milli-minor, rounded (display only). */
+export const cost = (wh, price) => Math.round((wh * price) / 1000);
+
+/** What a person calls the trade's status now. */
+export function tradeStatus(t, slotMinutes, now = Date.now()) {
+  const end = t.slot_ms + (slotMinutes ?? 15) * 60000;
+  switch (t.settlement) {
+    case 'settled':
+      return t.delivered_wh != null && t.delivered_wh < t.energy_wh
+        ? { key: 'short', label: 'short-delivered', kind: 'warn' }
+        : { key: 'settled', label: 'settled', kind: 'good' };
+    case 'unilateral':
+      return { key: 'settled', label: 'settled (one-sided)', kind: 'warn' };
+    case 'disputed':
+      return { key: 'disputed', label: 'disputed', kind: 'bad' };
+    case 'proposed':
+      return { key: 'settling', label: 'settling', kind: '' };
+    default:
+      break;
+  }
+  if (t.state && t.state !== 'agreed') return { key: t.state, label: t.state, kind: '' };
+  if (now < t.slot_ms) return { key: 'agreed', label: 'agreed', kind: '' };
+  if (now < end) return { key: 'delivering', label: 'delivering', kind: 'live' };
+  return { key: 'awaiting', label: 'awaiting settlement', kind: '' };
+}
+
+/** Live power from the event stream (x: seconds). */
+export function livePowerData(history) {
+  const x = [];
+  const g = [];
+  const s = [];
+  const l = [];
+  for (const p of history) {
+    x.push(p.at_ms / 1000);
+    g.push(p.grid_w);
+    s.push(p.solar_w);
+    l.push(p.load_w);
+  }
+  return [x, g, s, l];
+}
+
+/** Readings -> power chart data (x: seconds). */
+export function powerData(rows, battery) {
+  const data = [[], [], [], []];
+  if (battery) data.push([]);
+  for (const r of rows) {
+    data[0].push(r.t / 1000);
+    data[1].push(r.grid_w ?? null);
+    data[2].push(r.solar_w ?? null);
+    data[3].push(r.load_w ?? null);
+    if (battery) data[4].push(r.battery_w ?? null);
+  }
+  return data;
+}
+
+/**
+ * Readings -> energy per step. Registers are at each step's end, so a step's import is its
+ * register minus the previous step's; the first row only serves as that previous value.
+ * Produced and consumed energy come from mean power times the step's length (display only).
+ */
+export function energyData(rows, stepMs) {
+  const x = [];
+  const imp = [];
+  const exp = [];
+  const sol = [];
+  const load = [];
+  for (let i = 1; i < rows.length; i++) {
+    const a = rows[i - 1];
+    const b = rows[i];
+    const di = b.import_wh != null && a.import_wh != null ? b.import_wh - a.import_wh : null;
+    const de = b.export_wh != null && a.export_wh != null ? b.export_wh - a.export_wh : null;
+    const hours = stepMs / 3600000;
+    x.push(b.t / 1000);
+    imp.push(di != null && di >= 0 ? di : null);
+    exp.push(de != null && de >= 0 ? -de : null);
+    sol.push(b.solar_w != null ? b.solar_w * hours : null);
+    load.push(b.load_w != null ? b.load_w * hours : null);
+  }
+  return [x, imp, exp, sol, load];
+}
+
+export const hasBattery = (rows) => rows.some((r) => r.battery_w != null && r.battery_w !== 0);

@@ -1,0 +1,391 @@
+// End-to-end browser tests of the node's web UI in real headless Chromium (Debian's chromium,
+// driven by playwright-core), against two running nodes of one neighbourhood.
+//
+// Environment:
+//   WATTMESH_UI_A, WATTMESH_UI_B        base URLs of the two nodes (e.g. http://127.0.0.1:8701)
+//   WATTMESH_SETUP_A, WATTMESH_SETUP_B  their one-time setup codes (nodes must be fresh)
+//   WATTMESH_SCREENSHOTS                where to save screenshots (default: docs/screenshots)
+//   CHROMIUM                            the browser (default: /usr/bin/chromium)
+//   WATTMESH_E2E_TIMEOUT_MS             how long to wait for gossip and trades (default 90000)
+//
+// Prints one line per check and closes with "N passed, N failed".
+import { chromium } from 'playwright-core';
+import assert from 'node:assert/strict';
+import { mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const need = (k) => {
+  const v = process.env[k];
+  if (!v) {
+    console.error(`e2e: ${k} is not set (see the header of ${path.relative(process.cwd(), fileURLToPath(import.meta.url))})`);
+    process.exit(2);
+  }
+  return v;
+};
+const A = need('WATTMESH_UI_A').replace(/\/$/, '');
+const B = need('WATTMESH_UI_B').replace(/\/$/, '');
+const CODE_A = need('WATTMESH_SETUP_A');
+const CODE_B = need('WATTMESH_SETUP_B');
+const SHOTS = path.resolve(process.env.WATTMESH_SCREENSHOTS || path.join(here, '..', '..', 'docs', 'screenshots'));
+const WAIT = Number(process.env.WATTMESH_E2E_TIMEOUT_MS || 90000);
+const PASSWORD = 'correct horse battery';
+const PHONE = { width: 390, height: 844 };
+const DESKTOP = { width: 1366, height: 900 };
+
+let passed = 0;
+let failed = 0;
+const t0 = Date.now();
+async function check(name, fn) {
+  const t = Date.now();
+  try {
+    await fn();
+    passed++;
+    console.log(`ok   ${name} (${((Date.now() - t) / 1000).toFixed(1)} s)`);
+    return true;
+  } catch (e) {
+    failed++;
+    console.log(`FAIL ${name}\n     ${String(e?.stack || e).split('\n').slice(0, 6).join('\n     ')}`);
+    return false;
+  }
+}
+function finish() {
+  console.log(`\ne2e: ${((Date.now() - t0) / 1000).toFixed(0)} s, screenshots in ${SHOTS}`);
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exitCode = failed ? 1 : 0;
+}
+
+await mkdir(SHOTS, { recursive: true });
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: [
+    '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync',
+  ],
+});
+
+const browserErrors = [];
+async function newPage(base, name) {
+  const ctx = await browser.newContext({ viewport: DESKTOP, acceptDownloads: true, colorScheme: 'light', locale: 'en-GB' });
+  const page = await ctx.newPage();
+  page.setDefaultTimeout(15000);
+  page.on('pageerror', (e) => browserErrors.push(`${name}: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/401|403|Failed to load resource|blocked by CORS policy/.test(m.text())) browserErrors.push(`${name}: ${m.text()}`);
+  });
+  page.on('dialog', (d) => d.accept());
+  await page.goto(base + '/');
+  return { ctx, page, base };
+}
+
+/** Calls the API from inside the page (same origin, the page's session cookie). */
+const inPage = (page, route) =>
+  page.evaluate(async (r) => {
+    const res = await fetch(r, { credentials: 'same-origin' });
+    return { status: res.status, body: await res.json().catch(() => null) };
+  }, route);
+
+async function go(page, hash) {
+  await page.evaluate((h) => {
+    location.hash = h;
+  }, hash);
+  await page.waitForFunction((h) => document.title && location.hash === h, hash);
+}
+
+/** Screenshot at phone and desktop size; `ready` waits for the page's content. */
+async function shoot(page, name, ready) {
+  for (const [size, vp] of [['phone', PHONE], ['desktop', DESKTOP]]) {
+    await page.setViewportSize(vp);
+    if (ready) await ready();
+    await page.waitForTimeout(600); // charts resize on the next frame
+    await page.screenshot({ path: path.join(SHOTS, `${name}-${size}.png`), fullPage: true });
+  }
+  await page.setViewportSize(DESKTOP);
+}
+
+const heading = (page, text) => page.getByRole('heading', { level: 1, name: text }).waitFor();
+
+async function setupNode(base, code, user, shots) {
+  const n = await newPage(base, user);
+  const { page } = n;
+  await heading(page, 'Set up this node');
+  if (shots) await shoot(page, 'setup');
+  // A wrong code is refused.
+  await page.getByLabel('Setup code').fill('not-the-code');
+  await page.getByLabel('Your user name').fill(user);
+  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await page.getByLabel('Password again').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Create owner account' }).click();
+  await page.getByRole('alert').waitFor();
+  assert.equal(await page.getByRole('heading', { level: 1, name: 'Set up this node' }).count(), 1);
+  await page.getByLabel('Setup code').fill(code);
+  await page.getByRole('button', { name: 'Create owner account' }).click();
+  await heading(page, 'Dashboard');
+  const s = await inPage(page, '/api/session');
+  assert.equal(s.status, 200);
+  assert.equal(s.body.user.role, 'owner');
+  const setupAgain = await inPage(page, '/api/setup');
+  assert.equal(setupAgain.body.needed, false, 'setup is needed no more');
+  return n;
+}
+
+let a;
+let b;
+let nodeA;
+let nodeB;
+let nonce;
+
+await check('unauthenticated API requests get 401', async () => {
+  for (const base of [A, B]) {
+    for (const r of ['/api/status', '/api/offers', '/api/trades', '/api/summary', '/api/members', '/api/users', '/api/trader', '/api/session', `/api/export/trades.csv?from=0&to=${Date.now()}`]) {
+      const res = await fetch(base + r);
+      assert.equal(res.status, 401, `${base}${r} answered ${res.status}`);
+      if (!r.endsWith('.csv') && r !== '/api/session') {
+        const body = await res.json().catch(() => null);
+        assert.ok(body && typeof body.error === 'string', `${r}: 401 without {"error"}`);
+      }
+    }
+    const post = await fetch(base + '/api/offers', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ side: 'sell', quantity_wh: 100, price: 9000 }),
+    });
+    assert.ok([401, 403].includes(post.status), `POST /api/offers without a session answered ${post.status}`);
+    const live = await fetch(base + '/api/live');
+    assert.equal(live.status, 401, `/api/live answered ${live.status}`);
+    await live.body?.cancel();
+  }
+});
+
+const setupOk =
+  (await check('first-run setup with the one-time code on node A', async () => {
+    a = await setupNode(A, CODE_A, 'ada', true);
+  })) &
+  (await check('first-run setup with the one-time code on node B', async () => {
+    b = await setupNode(B, CODE_B, 'bo', false);
+  }));
+
+if (!setupOk) {
+  await browser.close();
+  finish();
+  process.exit();
+}
+
+await check('logout and login', async () => {
+  const { page } = a;
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await heading(page, 'Sign in');
+  assert.equal((await inPage(page, '/api/status')).status, 401, 'the session is gone after logout');
+  await shoot(page, 'login');
+  await page.getByLabel('User name').fill('ada');
+  await page.getByLabel('Password').fill('wrong password');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('alert').waitFor();
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await heading(page, 'Dashboard');
+  assert.equal((await inPage(page, '/api/status')).status, 200);
+});
+
+await check('live power arrives on the dashboard by itself', async () => {
+  const { page } = a;
+  await go(page, '#/dashboard');
+  const at = page.getByTestId('live-at');
+  await at.waitFor({ timeout: 20000 });
+  const first = Number(await at.getAttribute('data-at'));
+  await page.waitForFunction(
+    (f) => Number(document.querySelector('[data-testid="live-at"]')?.dataset.at) > f,
+    first,
+    { timeout: 20000 },
+  );
+  const grid = await page.getByTestId('live-grid').innerText();
+  assert.match(grid, /\d+(\.\d+)? k?W/, `grid power shows a value: ${grid}`);
+});
+
+await check('cross-site and CSRF-less state-changing requests are refused', async () => {
+  const cookies = await a.ctx.cookies(A);
+  assert.ok(cookies.length > 0, 'a session cookie is set');
+  const sessionCookie = cookies.find((c) => c.httpOnly);
+  assert.ok(sessionCookie, 'the session cookie is HttpOnly');
+  assert.equal(sessionCookie.sameSite, 'Strict', 'the session cookie is SameSite=Strict');
+  const cookie = cookies.map((c) => `${c.name}=${c.value}`).join('; ');
+  const { csrf } = (await inPage(a.page, '/api/session')).body;
+  assert.ok(csrf, 'the session has a CSRF token');
+  const offer = JSON.stringify({ side: 'sell', quantity_wh: 100, price: 9000 });
+  const json = { 'Content-Type': 'application/json', Cookie: cookie };
+  // No CSRF header.
+  let r = await fetch(A + '/api/offers', { method: 'POST', headers: { ...json, Origin: A }, body: offer });
+  assert.ok(r.status === 403 || r.status === 401, `no CSRF header: ${r.status}`);
+  // A wrong CSRF token.
+  r = await fetch(A + '/api/offers', { method: 'POST', headers: { ...json, Origin: A, 'X-CSRF-Token': 'x' + csrf }, body: offer });
+  assert.ok(r.status === 403 || r.status === 401, `wrong CSRF token: ${r.status}`);
+  // The right token but from another site.
+  r = await fetch(A + '/api/offers', { method: 'POST', headers: { ...json, Origin: 'http://evil.example', 'X-CSRF-Token': csrf }, body: offer });
+  assert.ok(r.status >= 400 && r.status < 500, `foreign Origin: ${r.status}`);
+  // A form post from another site (the classic CSRF).
+  r = await fetch(A + '/api/logout', { method: 'POST', headers: { Cookie: cookie, Origin: 'http://evil.example', 'Content-Type': 'application/x-www-form-urlencoded' }, body: '' });
+  assert.ok(r.status >= 400 && r.status < 500, `cross-site form post: ${r.status}`);
+  // From another origin in the browser: node B's page calls node A's API with credentials.
+  const res = await b.page.evaluate(async (target) => {
+    try {
+      const x = await fetch(target + '/api/offers', {
+        method: 'POST', credentials: 'include', headers: { 'Content-Type': 'text/plain' },
+        body: JSON.stringify({ side: 'sell', quantity_wh: 100, price: 9000 }),
+      });
+      return x.status;
+    } catch {
+      return 'blocked';
+    }
+  }, A);
+  assert.ok(res === 'blocked' || (res >= 400 && res < 500), `cross-origin browser request: ${res}`);
+  // Nothing was posted by any of these.
+  const mine = (await inPage(a.page, '/api/offers')).body.filter((o) => o.mine);
+  assert.equal(mine.length, 0, 'no offer was created by the refused requests');
+  // Still signed in.
+  assert.equal((await inPage(a.page, '/api/status')).status, 200);
+});
+
+nodeA = (await inPage(a.page, '/api/status')).body;
+nodeB = (await inPage(b.page, '/api/status')).body;
+
+const posted = await check('posting a sell offer on node A', async () => {
+  const { page } = a;
+  await go(page, '#/market');
+  await heading(page, 'Market');
+  const form = page.getByTestId('offer-form');
+  await form.getByLabel('Sell energy').check();
+  await form.getByLabel('Energy (kWh)').fill('0.5');
+  const ch = (await inPage(page, '/api/charter')).body;
+  const price = Math.round((ch.feed_in_price + ch.retail_price) / 2);
+  await form.getByLabel(/^Price/).fill(String(price / 1000));
+  await form.getByRole('button', { name: 'Post sell offer' }).click();
+  await page.getByText('Posted: sell').waitFor();
+  const mine = (await inPage(page, '/api/offers')).body.filter((o) => o.mine && o.side === 'sell');
+  assert.equal(mine.length, 1, 'one own offer in the book');
+  assert.equal(mine[0].quantity_wh, 500);
+  assert.equal(mine[0].price, price);
+  nonce = mine[0].nonce;
+  await page.locator(`[data-testid="offer-row"][data-nonce="${nonce}"][data-maker="${nodeA.node_id}"]`).waitFor();
+});
+
+const taken =
+  posted &&
+  (await check('taking the offer from node B', async () => {
+    const { page } = b;
+    await go(page, '#/market');
+    await heading(page, 'Market');
+    const row = page.locator(`[data-testid="offer-row"][data-nonce="${nonce}"][data-maker="${nodeA.node_id}"]`);
+    await row.waitFor({ timeout: WAIT }); // gossip from A, the book refreshes every 5 s
+    await row.getByTestId('take-offer').click();
+    const dlg = page.getByRole('dialog');
+    await dlg.getByLabel('Energy (kWh)').fill('0.5');
+    await dlg.getByRole('button', { name: 'Buy', exact: true }).click();
+    await dlg.getByText('Agreed: you buy').waitFor({ timeout: WAIT });
+    await dlg.getByRole('button', { name: 'Done' }).click();
+  }));
+
+await check('the trade shows on both nodes, signatures verified', async () => {
+  assert.ok(taken, 'no trade was made');
+  const rowSel = `[data-testid="trade-row"][data-nonce="${nonce}"][data-taker="${nodeB.node_id}"]`;
+  for (const [n, side] of [[b, 'bought'], [a, 'sold']]) {
+    await go(n.page, '#/trades');
+    await heading(n.page, 'Trades');
+    const row = n.page.locator(rowSel);
+    await row.waitFor({ timeout: WAIT });
+    assert.match(await row.innerText(), new RegExp(side));
+  }
+  const t = (await inPage(a.page, '/api/trades')).body.find((x) => x.nonce === nonce && x.taker === nodeB.node_id);
+  assert.ok(t, 'A has the trade');
+  assert.equal(t.role, 'maker');
+  assert.equal(t.side, 'sell');
+  assert.equal(t.energy_wh, 500);
+  await go(b.page, `#/trades/${nodeB.node_id}/${nonce}`);
+  await b.page.getByTestId('trade-detail').waitFor();
+  assert.match(await b.page.getByTestId('signatures').innerText(), /both signatures verified/);
+});
+
+await check('CSV download has a header and a row', async () => {
+  const { page } = a;
+  await go(page, '#/downloads');
+  await heading(page, 'Downloads');
+  // Through tomorrow, so a trade in a slot just after midnight is inside the range too.
+  const tomorrow = new Date(Date.now() + 86400000);
+  const p = (x) => String(x).padStart(2, '0');
+  await page.getByLabel('Last day').fill(`${tomorrow.getFullYear()}-${p(tomorrow.getMonth() + 1)}-${p(tomorrow.getDate())}`);
+  const [dl] = await Promise.all([page.waitForEvent('download'), page.getByTestId('download-trades').click()]);
+  const text = await readFile(await dl.path(), 'utf8');
+  const lines = text.split(/\r?\n/).filter((l) => l.trim());
+  assert.ok(lines.length >= 2, `trades.csv has a header and at least one row:\n${text.slice(0, 400)}`);
+  assert.ok(lines[0].includes(','), `a CSV header: ${lines[0]}`);
+  assert.ok(!/^\d/.test(lines[0]), `the first line is a header, not data: ${lines[0]}`);
+  for (const k of ['readings', 'settlements']) {
+    const [d] = await Promise.all([page.waitForEvent('download'), page.getByTestId(`download-${k}`).click()]);
+    const head = (await readFile(await d.path(), 'utf8')).split(/\r?\n/)[0];
+    assert.ok(head.includes(','), `${k}.csv has a header: ${head}`);
+  }
+});
+
+await check('screenshots of every page, phone and desktop', async () => {
+  const { page } = a;
+  const pages = [
+    ['dashboard', '#/dashboard', () => page.getByTestId('live-at').waitFor()],
+    ['market', '#/market', () => page.getByTestId('order-book').or(page.getByText('No open offers')).first().waitFor()],
+    ['trades', '#/trades', () => page.getByTestId('trades-table').waitFor()],
+    ['trade-detail', `#/trades/${nodeB.node_id}/${nonce}`, () => page.getByTestId('trade-detail').waitFor()],
+    ['statements', '#/statements', () => page.locator('#statement').waitFor()],
+    ['automation', '#/automation', () => page.getByTestId('trader-form').waitFor()],
+    ['meter', '#/meter', () => page.getByTestId('reg-import').waitFor()],
+    ['settings', '#/settings', () => page.getByTestId('users').waitFor()],
+    ['downloads', '#/downloads', () => page.getByTestId('download-trades').waitFor()],
+  ];
+  for (const [name, hash, ready] of pages) {
+    await go(page, hash);
+    await page.locator('.loading').first().waitFor({ state: 'detached', timeout: 15000 }).catch(() => {});
+    await shoot(page, name, ready);
+  }
+  // The neighbourhood with a freshly issued invite and its QR code.
+  await go(page, '#/neighbourhood');
+  await page.getByTestId('members-table').waitFor();
+  const form = page.getByTestId('invite-form');
+  if (await form.count()) {
+    await form.getByLabel('Who is it for?').fill('Number 12');
+    await form.getByRole('button', { name: 'Issue invite' }).click();
+    await page.getByTestId('invite-result').locator('svg').waitFor();
+    const code = await page.getByRole('textbox', { name: 'Invite code' }).inputValue();
+    assert.ok(code.length > 10, 'an invite code is shown');
+  }
+  await shoot(page, 'neighbourhood');
+  // Dark mode and the phone menu.
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await go(page, '#/dashboard');
+  await shoot(page, 'dashboard-dark', () => page.getByTestId('live-at').waitFor());
+  await page.emulateMedia({ colorScheme: 'light' });
+  await page.setViewportSize(PHONE);
+  await page.getByRole('button', { name: 'Menu' }).click();
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Market' }).waitFor();
+  await page.screenshot({ path: path.join(SHOTS, 'menu-phone.png') });
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Market' }).click();
+  await heading(page, 'Market');
+  await page.setViewportSize(DESKTOP);
+});
+
+await check('keyboard: skip link and focus move to the page heading', async () => {
+  const { page } = b;
+  await go(page, '#/dashboard');
+  await page.reload();
+  await heading(page, 'Dashboard');
+  await page.keyboard.press('Tab');
+  const first = await page.evaluate(() => document.activeElement?.textContent?.trim());
+  assert.equal(first, 'Skip to content');
+  await go(page, '#/statements');
+  await page.waitForFunction(() => document.activeElement?.id === 'page-title');
+});
+
+await check('no script errors in the browser', async () => {
+  assert.deepEqual(browserErrors, []);
+});
+
+await browser.close();
+finish();
