@@ -1,6 +1,6 @@
 // uPlot options for the power and energy charts, and readings -> chart data.
 import uPlot from 'uplot';
-import { formatEnergy, formatPower } from './format.js';
+import { formatClock, formatEnergy, formatPower } from './format.js';
 
 const pw = (u, v) => (v == null ? '–' : formatPower(v));
 const en = (u, v) => (v == null ? '–' : formatEnergy(v));
@@ -8,7 +8,7 @@ const axisPower = (u, vals) => vals.map((v) => formatPower(v));
 const axisEnergy = (u, vals) => vals.map((v) => formatEnergy(v));
 
 /** Mean power lines: grid (positive = import), solar, consumption, and battery when present. */
-export function powerChart({ battery = false } = {}) {
+export function powerChart({ battery = false, live = false } = {}) {
   return (c) => ({
     cursor: { drag: { x: false, y: false } },
     legend: { live: true },
@@ -20,7 +20,7 @@ export function powerChart({ battery = false } = {}) {
       { label: 'Consumption', stroke: c.load, width: 2, value: pw },
       ...(battery ? [{ label: 'Battery', stroke: c.battery, width: 1.5, dash: [4, 4], value: pw }] : []),
     ],
-    axes: [{}, { values: axisPower, size: 64 }],
+    axes: [live ? { values: (u, vals) => vals.map((v) => formatClock(v * 1000)), space: 90 } : {}, { values: axisPower, size: 64 }],
   });
 }
 

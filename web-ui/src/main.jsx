@@ -127,7 +127,7 @@ function Shell({ user }) {
           <span class="who" title={`Signed in as ${user.name} (${user.role})`}>
             {user.name} <small>{user.role}</small>
           </span>
-          <button type="button" class="ghost" onClick={() => logout()} data-testid="logout">
+          <button type="button" class="ghost signout-top" onClick={() => logout()} data-testid="logout">
             Sign out
           </button>
         </div>
@@ -143,6 +143,14 @@ function Shell({ user }) {
             </li>
           ))}
         </ul>
+        <div class="nav-account">
+          <span>
+            Signed in as <strong>{user.name}</strong> ({user.role})
+          </span>
+          <button type="button" onClick={() => logout()}>
+            Sign out
+          </button>
+        </div>
       </nav>
       <main id="main">
         {clockBad && (

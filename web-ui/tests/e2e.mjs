@@ -87,6 +87,21 @@ const inPage = (page, route) =>
     return { status: res.status, body: await res.json().catch(() => null) };
   }, route);
 
+/** A state-changing API call from inside the page, with the session's CSRF token. */
+const postInPage = (page, route, body) =>
+  page.evaluate(
+    async ([r, b]) => {
+      const { csrf } = await (await fetch('/api/session')).json();
+      const res = await fetch(r, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
+        body: JSON.stringify(b),
+      });
+      return { status: res.status, body: await res.json().catch(() => null) };
+    },
+    [route, body],
+  );
+
 async function go(page, hash) {
   await page.evaluate((h) => {
     location.hash = h;
@@ -94,12 +109,16 @@ async function go(page, hash) {
   await page.waitForFunction((h) => document.title && location.hash === h, hash);
 }
 
+const overflow = [];
 /** Screenshot at phone and desktop size; `ready` waits for the page's content. */
 async function shoot(page, name, ready) {
   for (const [size, vp] of [['phone', PHONE], ['desktop', DESKTOP]]) {
     await page.setViewportSize(vp);
+    await page.evaluate(() => window.scrollTo(0, 0));
     if (ready) await ready();
     await page.waitForTimeout(600); // charts resize on the next frame
+    const sw = await page.evaluate(() => document.documentElement.scrollWidth);
+    if (sw > vp.width) overflow.push(`${name} is ${sw}px wide at ${vp.width}px`);
     await page.screenshot({ path: path.join(SHOTS, `${name}-${size}.png`), fullPage: true });
   }
   await page.setViewportSize(DESKTOP);
@@ -329,9 +348,21 @@ await check('CSV download has a header and a row', async () => {
 
 await check('screenshots of every page, phone and desktop', async () => {
   const { page } = a;
+  // Something in the order book: a buy offer from B and another sell offer of A's own.
+  const ch = (await inPage(page, '/api/charter')).body;
+  const mid = Math.round((ch.feed_in_price + ch.retail_price) / 2);
+  const r1 = await postInPage(b.page, '/api/offers', { side: 'buy', quantity_wh: 1200, price: mid - 500 });
+  const r2 = await postInPage(page, '/api/offers', { side: 'sell', quantity_wh: 800, price: mid + 500 });
+  assert.equal(r1.status, 200, `B's buy offer: ${JSON.stringify(r1.body)}`);
+  assert.equal(r2.status, 200, `A's sell offer: ${JSON.stringify(r2.body)}`);
+  await page.waitForFunction(
+    async (maker) => (await (await fetch('/api/offers')).json()).some((o) => o.maker === maker),
+    nodeB.node_id,
+    { timeout: WAIT, polling: 1000 },
+  ).catch(() => console.log('     (B\'s offer did not reach A in time; the market screenshot shows A\'s own only)'));
   const pages = [
     ['dashboard', '#/dashboard', () => page.getByTestId('live-at').waitFor()],
-    ['market', '#/market', () => page.getByTestId('order-book').or(page.getByText('No open offers')).first().waitFor()],
+    ['market', '#/market', () => page.getByTestId('order-book').waitFor()],
     ['trades', '#/trades', () => page.getByTestId('trades-table').waitFor()],
     ['trade-detail', `#/trades/${nodeB.node_id}/${nonce}`, () => page.getByTestId('trade-detail').waitFor()],
     ['statements', '#/statements', () => page.locator('#statement').waitFor()],
@@ -369,6 +400,10 @@ await check('screenshots of every page, phone and desktop', async () => {
   await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Market' }).click();
   await heading(page, 'Market');
   await page.setViewportSize(DESKTOP);
+});
+
+await check('no page scrolls sideways at phone or desktop size', async () => {
+  assert.deepEqual(overflow, []);
 });
 
 await check('keyboard: skip link and focus move to the page heading', async () => {

@@ -5,7 +5,7 @@ import { Chart, ErrorNote, Loading, PageHeader, Section, Stat, Empty, useNow } f
 import { energyChart, powerChart } from '../charts.js';
 import { energyData, hasBattery, livePowerData, powerData } from '../logic.js';
 import {
-  formatClock, formatEnergy, formatMoney, formatPercent, formatPower, formatPrice, exactMoney,
+  formatClock, formatEnergy, formatTime, formatMoney, formatPercent, formatPower, formatPrice, exactMoney,
 } from '../format.js';
 
 export function LivePower({ compact = false }) {
@@ -41,7 +41,7 @@ export function LivePower({ compact = false }) {
       {!compact && live.history.length > 1 && (
         <Chart
           label="Power over the last minutes"
-          build={powerChart()}
+          build={powerChart({ live: true })}
           data={livePowerData(live.history)}
           height={180}
           chartKey="live"
@@ -146,7 +146,7 @@ function Today({ currency }) {
           </div>
           <p class="muted small">
             Utility prices: buying {formatPrice(s.retail_price, s.currency)}, feed-in{' '}
-            {formatPrice(s.feed_in_price, s.currency)}. Since {formatClock(s.day_start_ms)}.
+            {formatPrice(s.feed_in_price, s.currency)}. Counted since {formatTime(s.day_start_ms)}.
           </p>
         </>
       )}

@@ -289,7 +289,7 @@ export function MarketPage({ ctx }) {
           </Field>
           <Field label="Side" id="f-side">
             <select id="f-side" value={side} onChange={(e) => setSide(e.currentTarget.value)}>
-              <option value="">Selling and buying</option>
+              <option value="">Both</option>
               <option value="sell">Selling</option>
               <option value="buy">Buying</option>
             </select>

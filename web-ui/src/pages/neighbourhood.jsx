@@ -187,19 +187,23 @@ export function NeighbourhoodPage({ ctx }) {
                         {m.previous && <small class="muted"> (moved from {shortHex(m.previous)})</small>}
                       </th>
                       <td data-label="Online">
-                        <span class={`dot ${m.online || m.me ? 'on' : ''}`} aria-hidden="true" />{' '}
-                        {m.me ? 'this node' : m.online ? 'online' : 'offline'}
+                        <span>
+                          <span class={`dot ${m.online || m.me ? 'on' : ''}`} aria-hidden="true" />{' '}
+                          {m.me ? 'this node' : m.online ? 'online' : 'offline'}
+                        </span>
                       </td>
                       <td data-label="Solar" class="num">{m.pv_capacity_w ? formatPower(m.pv_capacity_w) : '–'}</td>
                       <td data-label="Member since">
-                        {formatDate(m.since_ms)} {m.how && <small class="muted">({m.how})</small>}
+                        <span>
+                          {formatDate(m.since_ms)} {m.how && <small class="muted">({m.how})</small>}
+                        </span>
                       </td>
                       <td data-label="Connection">
                         {p ? (
-                          <>
+                          <span>
                             {p.reach}
                             {p.score != null && <small class="muted"> · score {Math.round(p.score * 10) / 10}</small>}
-                          </>
+                          </span>
                         ) : (
                           '–'
                         )}

@@ -165,7 +165,7 @@ function TradeList({ ctx }) {
           </Field>
           <Field label="We" id="t-side">
             <select id="t-side" value={side} onChange={(e) => setSide(e.currentTarget.value)}>
-              <option value="">Sold and bought</option>
+              <option value="">Both</option>
               <option value="sell">Sold</option>
               <option value="buy">Bought</option>
             </select>
@@ -210,7 +210,9 @@ function TradeList({ ctx }) {
                     <Badge kind={t.side}>{t.side === 'sell' ? 'sold' : 'bought'}</Badge>
                   </td>
                   <td data-label="Neighbour">
-                    {t.counterparty_name || 'Neighbour'} <code class="muted">{t.counterparty}</code>
+                    <span>
+                      {t.counterparty_name || 'Neighbour'} <code class="muted">{t.counterparty}</code>
+                    </span>
                   </td>
                   <td data-label="Energy" class="num">
                     {t.delivered_wh != null && t.delivered_wh !== t.energy_wh
@@ -222,12 +224,14 @@ function TradeList({ ctx }) {
                     {t.amount == null ? '–' : formatMoney(t.amount, c, { signed: true })}
                   </td>
                   <td data-label="Status">
+                    <span>
                     <Badge kind={s.kind}>{s.label}</Badge>{' '}
                     {t.signatures_verified ? (
                       <span class="sig ok" title="Both signatures verified">✓<span class="sr-only"> signatures verified</span></span>
                     ) : (
                       <span class="sig bad" title="Signatures not verified">✗<span class="sr-only"> signatures not verified</span></span>
                     )}
+                    </span>
                   </td>
                   <td class="actions">
                     <a class="button" href={`#/trades/${encodeURIComponent(t.taker)}/${encodeURIComponent(t.nonce)}`}>
