@@ -6,6 +6,7 @@ import http from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { parseJson } from '../src/json.js';
 import { fileURLToPath } from 'node:url';
 
 const dist = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist');
@@ -57,9 +58,12 @@ function member(n, me) {
   };
 }
 
+// Nonces are u64s like the real node's (most beyond 2^53), kept as strings here and written as
+// bare JSON integers.
+const bigNonce = () => (BigInt('0x' + hex(8)) | (1n << 60n)).toString();
 function json(res, status, body, headers = {}) {
   res.writeHead(status, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store', ...headers });
-  res.end(JSON.stringify(body));
+  res.end(JSON.stringify(body).replace(/"nonce":"(\d+)"/g, '"nonce":$1'));
 }
 const fail = (res, status, error) => json(res, status, { error });
 
@@ -67,7 +71,7 @@ async function body(req) {
   const chunks = [];
   for await (const c of req) chunks.push(c);
   try {
-    return JSON.parse(Buffer.concat(chunks).toString() || '{}');
+    return parseJson(Buffer.concat(chunks).toString() || '{}');
   } catch {
     return null;
   }
@@ -189,7 +193,7 @@ async function handle(node, req, res) {
     if (!b || !['sell', 'buy'].includes(b.side) || !(b.quantity_wh > 0) || !(b.price >= 0)) return fail(res, 400, 'bad offer');
     const slot = b.slot_ms ?? Math.ceil((now + 300000) / SLOT) * SLOT;
     const o = {
-      maker: node.id, maker_short: node.id.slice(0, 8), maker_name: node.name, nonce: node.nonce++, version: 1,
+      maker: node.id, maker_short: node.id.slice(0, 8), maker_name: node.name, nonce: bigNonce(), version: 1,
       side: b.side, slot_ms: slot, quantity_wh: b.quantity_wh, price: b.price, expires_ms: slot - 300000,
     };
     book.push(o);
@@ -197,7 +201,7 @@ async function handle(node, req, res) {
   }
   let mm = /^\/api\/offers\/(\d+)$/.exec(p);
   if (mm && m === 'DELETE') {
-    const k = book.findIndex((o) => o.maker === node.id && o.nonce === Number(mm[1]));
+    const k = book.findIndex((o) => o.maker === node.id && o.nonce === mm[1]);
     if (k < 0) return fail(res, 404, 'no such offer of ours');
     book.splice(k, 1);
     return json(res, 200, {});
@@ -205,7 +209,7 @@ async function handle(node, req, res) {
   if (p === '/api/take' && m === 'POST') {
     if (!trading) return fail(res, 403, 'your account may not trade');
     const b = await body(req);
-    const o = book.find((x) => x.maker === b?.maker && x.nonce === b?.nonce);
+    const o = book.find((x) => x.maker === b?.maker && x.nonce === String(b?.nonce));
     if (!o) return fail(res, 404, 'no such offer');
     if (o.maker === node.id) return fail(res, 400, 'cannot take your own offer');
     if (!(b.energy_wh > 0) || b.energy_wh > o.quantity_wh) return fail(res, 400, 'energy out of range');

@@ -1,5 +1,6 @@
 // The node's JSON API: session, CSRF token, errors, and a small shared store.
 import { useEffect, useRef, useState, useCallback } from 'preact/hooks';
+import { parseJson, stringifyJson } from './json.js';
 
 export class ApiError extends Error {
   constructor(status, message) {
@@ -47,7 +48,7 @@ export async function api(method, path, body, { auth = true } = {}) {
     res = await fetch(path, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: body === undefined ? undefined : stringifyJson(body),
       credentials: 'same-origin',
       cache: 'no-store',
     });
@@ -58,7 +59,7 @@ export async function api(method, path, body, { auth = true } = {}) {
   let data = null;
   if (text) {
     try {
-      data = JSON.parse(text);
+      data = parseJson(text);
     } catch {
       data = null;
     }
@@ -183,7 +184,7 @@ function liveOpen() {
   es.addEventListener('power', (ev) => {
     let p;
     try {
-      p = JSON.parse(ev.data);
+      p = parseJson(ev.data);
     } catch {
       return;
     }

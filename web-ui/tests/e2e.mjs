@@ -81,10 +81,20 @@ async function newPage(base, name) {
 }
 
 /** Calls the API from inside the page (same origin, the page's session cookie). */
+// Integers beyond 2^53 (u64 offer nonces) are read as strings, as the app itself does.
 const inPage = (page, route) =>
   page.evaluate(async (r) => {
     const res = await fetch(r, { credentials: 'same-origin' });
-    return { status: res.status, body: await res.json().catch(() => null) };
+    const text = await res.text();
+    const BIG = /("(?:[^"\\]|\\.)*")|([:,[]\s*)(-?\d{16,})(?=\s*[,}\]])/g;
+    const safe = text.replace(BIG, (m, str, pre, num) => (str !== undefined ? str : Number.isSafeInteger(Number(num)) ? m : `${pre}"${num}"`));
+    let body = null;
+    try {
+      body = JSON.parse(safe);
+    } catch {
+      body = null;
+    }
+    return { status: res.status, body };
   }, route);
 
 /** A state-changing API call from inside the page, with the session's CSRF token. */

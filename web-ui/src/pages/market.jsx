@@ -2,6 +2,7 @@
 import { useMemo, useState } from 'preact/hooks';
 import { canTrade, del, post, useApi } from '../api.js';
 import { cost, openSlots } from '../logic.js';
+import { rawInt } from '../json.js';
 import {
   Badge, Dialog, Empty, ErrorNote, Field, Loading, Notice, PageHeader, Section, useAction, useNow,
 } from '../components.jsx';
@@ -131,7 +132,7 @@ function TakeDialog({ offer, ctx, onClose, onTaken }) {
     setProblem(null);
     if (wh == null || wh <= 0) return setProblem('Enter the energy in kWh (at most 3 decimals).');
     if (wh > offer.quantity_wh) return setProblem(`At most ${formatEnergy(offer.quantity_wh)} is on offer.`);
-    const t = await run(() => post('/api/take', { maker: offer.maker, nonce: offer.nonce, energy_wh: wh }));
+    const t = await run(() => post('/api/take', { maker: offer.maker, nonce: rawInt(offer.nonce), energy_wh: wh }));
     if (t) {
       setTrade(t);
       onTaken();

@@ -100,3 +100,21 @@ test('energy per step from registers at each step end', () => {
   assert.deepEqual(sol, [100, 300, null]);
   assert.deepEqual(load, [200, 180, 25]);
 });
+
+import { parseJson, stringifyJson, rawInt } from '../../src/json.js';
+
+test('u64 nonces survive the round trip exactly', () => {
+  const text = '[{"maker":"ab","nonce":18446744073709551615,"price":9500,"note":"a \\"12345678901234567890\\" b"},{"nonce":42,"x":[12345678901234567,1.5]}]';
+  const v = parseJson(text);
+  assert.equal(v[0].nonce, '18446744073709551615');
+  assert.equal(v[0].price, 9500);
+  assert.equal(v[0].note, 'a "12345678901234567890" b');
+  assert.equal(v[1].nonce, 42);
+  assert.deepEqual(v[1].x, ['12345678901234567', 1.5]);
+  assert.equal(parseJson('{"a":1234567890123456}').a, 1234567890123456, 'safe 16-digit integers stay numbers');
+  assert.equal(
+    stringifyJson({ maker: 'ab', nonce: rawInt(v[0].nonce), energy_wh: 500 }),
+    '{"maker":"ab","nonce":18446744073709551615,"energy_wh":500}',
+  );
+  assert.equal(stringifyJson({ nonce: rawInt(42) }), '{"nonce":42}');
+});
