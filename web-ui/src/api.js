@@ -119,6 +119,14 @@ export async function logout() {
   }
 }
 
+// The node's clock, which the browser's may not match (or, on an accelerated test network, run
+// at a different speed): learned from /api/status, used for slots, ages and ranges.
+let skewMs = 0;
+export function noteNodeTime(nowMs) {
+  if (Number.isFinite(nowMs)) skewMs = nowMs - Date.now();
+}
+export const nodeNow = () => Date.now() + skewMs;
+
 export const canTrade = (user) => user?.role === 'owner' || user?.role === 'trader';
 export const isOwner = (user) => user?.role === 'owner';
 

@@ -2,6 +2,7 @@
 import { useEffect, useRef, useState, useCallback } from 'preact/hooks';
 import uPlot from 'uplot';
 import { useTheme, cssVar } from './theme.js';
+import { nodeNow } from './api.js';
 
 export function PageHeader({ title, sub, children }) {
   return (
@@ -153,11 +154,11 @@ export function useAction() {
   return { run, busy, error, setError };
 }
 
-/** The current time, updated every `every` ms. */
+/** The node's current time, updated every `every` ms. */
 export function useNow(every = 1000) {
-  const [now, setNow] = useState(Date.now());
+  const [now, setNow] = useState(nodeNow());
   useEffect(() => {
-    const id = setInterval(() => setNow(Date.now()), every);
+    const id = setInterval(() => setNow(nodeNow()), every);
     return () => clearInterval(id);
   }, [every]);
   return now;

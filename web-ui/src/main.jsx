@@ -3,7 +3,7 @@ import 'uplot/dist/uPlot.min.css';
 import './style.css';
 import { render } from 'preact';
 import { useEffect, useState, useRef } from 'preact/hooks';
-import { boot, logout, useAppState, useApi } from './api.js';
+import { boot, logout, noteNodeTime, useAppState, useApi } from './api.js';
 import { applyTheme, setTheme, themeChoice, useTheme } from './theme.js';
 import { Notice } from './components.jsx';
 import { SetupPage, LoginPage, OfflinePage } from './pages/auth.jsx';
@@ -74,6 +74,7 @@ function Shell({ user }) {
   const charter = useApi('/api/charter', { every: 60000 });
   const first = useRef(true);
   const page = PAGES.find((p) => p.path === route.parts[0]);
+  useEffect(() => noteNodeTime(status.data?.now_ms), [status.data]);
 
   useEffect(() => {
     setMenuOpen(false);
@@ -159,7 +160,9 @@ function Shell({ user }) {
           </Notice>
         )}
         {status.error && status.error.status !== 401 && <Notice kind="error">{status.error.message}</Notice>}
-        {Page ? (
+        {!status.data && !status.error ? (
+          <p class="loading" role="status">Loading…</p>
+        ) : Page ? (
           <Page ctx={ctx} />
         ) : (
           <>

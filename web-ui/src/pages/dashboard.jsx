@@ -1,6 +1,6 @@
 // Dashboard: live power from server-sent events, today's energy and savings, history charts.
 import { useMemo, useState } from 'preact/hooks';
-import { useApi, useLive } from '../api.js';
+import { useApi, useLive, nodeNow } from '../api.js';
 import { Chart, ErrorNote, Loading, PageHeader, Section, Stat, Empty, useNow } from '../components.jsx';
 import { energyChart, powerChart } from '../charts.js';
 import { energyData, hasBattery, livePowerData, powerData } from '../logic.js';
@@ -63,7 +63,7 @@ function History({ slotMinutes }) {
   const stepMs =
     r.step === 'slot' ? slotMinutes * 60000 : r.step === 'hour' ? 3600000 : 86400000;
   // Aligned to the step (re-computed each minute) so the URL stays the same between polls.
-  const minute = Math.floor(Date.now() / 60000);
+  const minute = Math.floor(nodeNow() / 60000);
   const to = (minute + 1) * 60000;
   const from = Math.floor((to - r.ms) / stepMs) * stepMs - stepMs;
   const path = `/api/readings?from=${from}&to=${to}&step=${r.step}`;

@@ -1,4 +1,5 @@
 // Downloads: CSV of readings, trades and settlements for a date range.
+import { nodeNow } from '../api.js';
 import { useState } from 'preact/hooks';
 import { ErrorNote, Field, PageHeader, Section } from '../components.jsx';
 import { dateInput, formatDate, localDayStart } from '../format.js';
@@ -23,7 +24,7 @@ function presets(now) {
 }
 
 export function DownloadsPage() {
-  const now = Date.now();
+  const now = nodeNow();
   const [from, setFrom] = useState(dateInput(now - 6 * 86400000));
   const [to, setTo] = useState(dateInput(now));
   const a = localDayStart(from);

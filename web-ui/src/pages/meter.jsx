@@ -1,6 +1,6 @@
 // Meter: live readings and registers, the last hour minute by minute.
 import { useMemo } from 'preact/hooks';
-import { useApi, useLive } from '../api.js';
+import { useApi, useLive, nodeNow } from '../api.js';
 import { Chart, Empty, ErrorNote, Loading, PageHeader, Section, Stat } from '../components.jsx';
 import { LivePower } from './dashboard.jsx';
 import { powerChart } from '../charts.js';
@@ -12,7 +12,7 @@ export function MeterPage({ ctx }) {
   const m = s?.meter;
   const live = useLive();
   const last = live.last ?? (m?.enabled ? m : null);
-  const minute = Math.floor(Date.now() / 60000);
+  const minute = Math.floor(nodeNow() / 60000);
   const to = (minute + 1) * 60000;
   const readings = useApi(`/api/readings?from=${to - 3600000}&to=${to}&step=minute`, { every: 60000 });
   const rows = readings.data ?? [];
