@@ -22,7 +22,7 @@ const book = []; // shared offers
 const nodes = ports.map((port, i) => ({
   i, port, id: hex(32), name: ['Ada', 'Bo'][i], code: process.env[`MOCK_SETUP_${'AB'[i]}`] ?? hex(4), users: new Map(), sessions: new Map(),
   trades: [], invites: [], nonce: 1, trader: {
-    enabled: false, sell: true, min_sell_price: 7000, sell_above_wh: 50, max_sell_wh: 5000, buy: true,
+    enabled: true, sell: true, min_sell_price: 7000, sell_above_wh: 50, max_sell_wh: 5000, buy: true,
     max_buy_price: 11000, max_buy_wh: 5000, from_hour: 0, to_hour: 24, lead_slots: 2, ramp_minutes: 20,
     utc_offset_minutes: -360,
   },
