@@ -71,6 +71,12 @@ function TradeDetail({ ctx, taker, nonce }) {
             <dt>Neighbour</dt>
             <dd>
               {t.counterparty_name || 'Neighbour'} <code>{t.counterparty}</code>
+              {t.counterparty_id && (
+                <>
+                  <br />
+                  <code class="wrap muted small">{t.counterparty_id}</code>
+                </>
+              )}
             </dd>
             <dt>Delivery slot</dt>
             <dd>{formatSlot(t.slot_ms, ctx.slotMinutes, now)}</dd>
