@@ -27,6 +27,8 @@ pub struct Config {
     pub meter: crate::metering::MeterConfig,
     /// The automatic trader's limits.
     pub trader: crate::market::trader::Limits,
+    /// The web UI.
+    pub web: crate::web::WebConfig,
 }
 
 /// Networking settings.
@@ -120,6 +122,7 @@ impl Default for Config {
             },
             meter: crate::metering::MeterConfig::default(),
             trader: crate::market::trader::Limits::default(),
+            web: crate::web::WebConfig::default(),
         }
     }
 }

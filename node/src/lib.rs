@@ -16,4 +16,5 @@ pub mod neighbourhood;
 pub mod net;
 pub mod node;
 pub mod store;
+pub mod web;
 pub mod worker;

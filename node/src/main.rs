@@ -588,6 +588,16 @@ async fn run(data_dir: &Path, cfg_path: &Path) -> anyhow::Result<()> {
         tracing::info!(address = %a, "reachable at");
     }
     tracing::info!(node = %status.short_id, neighbourhood = %status.neighbourhood, clock = ?status.clock, "running");
+    if let Some(web) = &running.web {
+        tracing::info!(url = %format!("http://{}/", web.addr), "web UI");
+        if let Some(code) = &web.setup_code {
+            eprintln!(
+                "\n  Open http://{}/ and create the owner account with the one-time setup code \
+                 {code}\n",
+                web.addr
+            );
+        }
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut task = running.task;
     tokio::select! {

@@ -37,6 +37,8 @@ const PEERS: TableDefinition<&[u8], &str> = TableDefinition::new("peers_v1");
 const ROSTER: TableDefinition<&[u8], &[u8]> = TableDefinition::new("roster_v1");
 /// Network key rotations, by (epoch, part).
 const REKEYS: TableDefinition<(u32, u8), &[u8]> = TableDefinition::new("rekeys_v1");
+/// Web UI accounts, by user name (JSON: password hash and role).
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users_v1");
 /// Tickets this node issued as an admin, by ticket id.
 const TICKETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tickets_v1");
 
@@ -175,6 +177,7 @@ impl Store {
             tx.open_table(ROSTER)?;
             tx.open_table(REKEYS)?;
             tx.open_table(TICKETS)?;
+            tx.open_table(USERS)?;
         }
         tx.commit()?;
         Ok(())
@@ -281,6 +284,36 @@ impl Store {
     /// Every ticket this node issued.
     pub fn tickets(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         self.all_values(TICKETS)
+    }
+
+    /// Stores (or replaces) a web UI account durably.
+    pub fn put_user(&self, name: &str, record: &[u8]) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        tx.open_table(USERS)?.insert(name, record)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes a web UI account; whether it existed.
+    pub fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        let existed = tx.open_table(USERS)?.remove(name)?.is_some();
+        tx.commit()?;
+        Ok(existed)
+    }
+
+    /// Every web UI account: name and record.
+    pub fn users(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(USERS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     fn all_values(&self, table: TableDefinition<&[u8], &[u8]>) -> Result<Vec<Vec<u8>>, StoreError> {

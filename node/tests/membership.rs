@@ -271,7 +271,11 @@ async fn a_removed_member_is_refused_and_the_rest_move_to_a_new_network_key() {
     .expect("everyone knows everyone");
     let old_psk = std::fs::read(psk_path(&root.join("admin"))).unwrap();
 
-    let said = admin.handle.remove(c_id[..12].to_string(), None).await.unwrap();
+    let said = admin
+        .handle
+        .remove(c_id[..12].to_string(), None)
+        .await
+        .unwrap();
     assert!(said.is_ok(), "{said:?}");
     eventually(WAIT, || async {
         (!members_of(&b).await.contains(&c_id) && c.peer_count().await == 0).then_some(())

@@ -91,11 +91,17 @@ fn charter_for(founder: wattmesh_protocol::NodeId) -> Charter {
     c
 }
 
+/// Home `i`'s web UI port: a thousand above its libp2p port.
+pub fn web_port(o: &Options, i: usize) -> usize {
+    o.base_port as usize + 1000 + i
+}
+
 fn config_for(i: usize, o: &Options, origin_ms: u64) -> Config {
     let mut c = Config::default();
     c.network.listen = vec![format!("/ip4/127.0.0.1/tcp/{}", o.base_port as usize + i)];
     c.network.heartbeat_ms = 300;
     c.mdns.enabled = false;
+    c.web.listen = format!("127.0.0.1:{}", web_port(o, i));
     c.clock.check = ClockCheck::Trust;
     c.clock.speed = o.speed;
     c.clock.origin_ms = origin_ms;

@@ -161,6 +161,9 @@ enum Request {
     Attestations(NodeId, Reply<Vec<wattmesh_protocol::MeterAttestation>>),
     Take(NodeId, u64, u64, Reply<Result<TradeView, String>>),
     Trades(Reply<Vec<TradeView>>),
+    Trader(Reply<TraderView>),
+    SetTrader(crate::market::trader::Limits, Reply<()>),
+    Charter(Reply<wattmesh_protocol::Charter>),
     Stop(Reply<()>),
 }
 
@@ -305,10 +308,51 @@ impl NodeHandle {
         self.ask(|r| Request::Attestations(node, r)).await
     }
 
+    /// The automatic trader's limits and what it did lately.
+    pub async fn trader(&self) -> Result<TraderView, Stopped> {
+        self.ask(Request::Trader).await
+    }
+
+    /// Replaces the automatic trader's limits (until the node restarts; the config file holds
+    /// the defaults).
+    pub async fn set_trader(&self, limits: crate::market::trader::Limits) -> Result<(), Stopped> {
+        self.ask(|r| Request::SetTrader(limits, r)).await
+    }
+
+    /// The charter in effect now.
+    pub async fn charter(&self) -> Result<wattmesh_protocol::Charter, Stopped> {
+        self.ask(Request::Charter).await
+    }
+
+    /// Resolves once the node has stopped.
+    pub async fn stopped(&self) {
+        self.tx.closed().await;
+    }
+
     /// Stops the node gracefully.
     pub async fn stop(&self) {
         let _ = self.ask(Request::Stop).await;
     }
+}
+
+/// The automatic trader as the owner sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraderView {
+    /// Its limits.
+    pub limits: crate::market::trader::Limits,
+    /// What it did lately, newest last: when (UTC ms) and what, with why.
+    pub log: Vec<TraderEntry>,
+}
+
+/// One thing the trader did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraderEntry {
+    /// When, UTC ms.
+    pub at_ms: u64,
+    /// What, in words.
+    pub action: String,
+    /// Why.
+    pub why: String,
 }
 
 /// How to start a node.
@@ -327,6 +371,8 @@ pub struct Running {
     pub handle: NodeHandle,
     /// Finishes when the node stops.
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The web UI, if it is enabled.
+    pub web: Option<crate::web::WebServer>,
 }
 
 fn parse_addrs(list: &[String], what: &str) -> anyhow::Result<Vec<Multiaddr>> {
@@ -483,6 +529,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
     let (responses_tx, responses_rx) = mpsc::channel(1024);
     let (restore_tx, restore_rx) = mpsc::channel(1024);
     let (synced_tx, synced_rx) = mpsc::channel(256);
+    let web_store = store.clone();
     let core = Core {
         key: std::sync::Arc::new(key),
         n,
@@ -520,6 +567,11 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         meter_kinds,
         retention_ms: u64::from(cfg.meter.retention_days) * 86_400_000,
     };
+    let web = if cfg.web.enabled {
+        Some(crate::web::spawn(&cfg.web, handle.clone(), web_store, &opts.data_dir).await?)
+    } else {
+        None
+    };
     let task = tokio::spawn(
         core.run(Inbox {
             requests: rx,
@@ -532,7 +584,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         })
         .instrument(span),
     );
-    Ok(Running { handle, task })
+    Ok(Running { handle, task, web })
 }
 
 struct Core {
@@ -1180,12 +1232,17 @@ impl Core {
                     .market
                     .trades()
                     .map(|t| {
-                        trade_view(
+                        let mut v = trade_view(
                             &me,
                             &t.trade,
                             t.state,
                             settlements.get(&t.trade.id()).copied(),
-                        )
+                        );
+                        // Both parties' signatures, checked again now against the charter
+                        // the trade names.
+                        v.signatures_verified =
+                            validate::validate_archival(&t.envelope, &self.n.chain, false).is_ok();
+                        v
                     })
                     .collect();
                 let _ = reply.send(list);
@@ -1214,6 +1271,71 @@ impl Core {
                         .filter_map(|b| Envelope::from_bytes(&b).ok()?.payload_as().ok())
                         .collect();
                 let _ = reply.send(list);
+            }
+            Request::Trader(reply) => {
+                use crate::market::trader::Action;
+                let log = self
+                    .trader_log
+                    .iter()
+                    .map(|(at_ms, a)| {
+                        let (action, why) = match a {
+                            Action::Post {
+                                side,
+                                slot_ms,
+                                quantity_wh,
+                                price,
+                                why,
+                            } => (
+                                format!(
+                                    "posted a {} offer of {quantity_wh} Wh at {price} for slot {slot_ms}",
+                                    if *side == Side::Sell { "sell" } else { "buy" }
+                                ),
+                                why,
+                            ),
+                            Action::Resize {
+                                nonce,
+                                quantity_wh,
+                                price,
+                                why,
+                            } => (
+                                format!("set offer {nonce} to {quantity_wh} Wh at {price}"),
+                                why,
+                            ),
+                            Action::Take {
+                                offer,
+                                energy_wh,
+                                why,
+                            } => (
+                                format!(
+                                    "took {energy_wh} Wh of {}'s offer {}",
+                                    offer.maker.short(),
+                                    offer.nonce
+                                ),
+                                why,
+                            ),
+                        };
+                        TraderEntry {
+                            at_ms: *at_ms,
+                            action,
+                            why: why.clone(),
+                        }
+                    })
+                    .collect();
+                let _ = reply.send(TraderView {
+                    limits: self.trader.clone(),
+                    log,
+                });
+            }
+            Request::SetTrader(limits, reply) => {
+                info!(
+                    enabled = limits.enabled,
+                    "trader limits changed by the owner"
+                );
+                self.trader = limits;
+                let _ = reply.send(());
+            }
+            Request::Charter(reply) => {
+                let _ = reply.send(self.n.chain.at(self.clock.now_ms()).charter.clone());
             }
             Request::Stop(_) => unreachable!("handled in run"),
         }
@@ -1445,6 +1567,8 @@ pub struct TradeView {
     pub side: &'static str,
     /// The counterparty's short id.
     pub counterparty: String,
+    /// The counterparty's node id (hex).
+    pub counterparty_id: String,
     /// The slot.
     pub slot_ms: u64,
     /// Energy, Wh.
@@ -1459,6 +1583,8 @@ pub struct TradeView {
     pub delivered_wh: Option<u64>,
     /// Money due (positive: to us), milli-minor units, once settled.
     pub amount: Option<i64>,
+    /// Whether both signatures verify (checked when the list is made).
+    pub signatures_verified: bool,
 }
 
 fn trade_view(
@@ -1480,6 +1606,11 @@ fn trade_view(
         } else {
             t.maker().short()
         },
+        counterparty_id: if maker {
+            t.taker.to_hex()
+        } else {
+            t.maker().to_hex()
+        },
         slot_ms: t.slot_ms,
         energy_wh: t.energy_wh,
         price: t.price,
@@ -1490,5 +1621,7 @@ fn trade_view(
             let a = i64::try_from(s.amount).unwrap_or(i64::MAX);
             if selling { a } else { -a }
         }),
+        // Stored trades were verified when they were stored; the trade list checks again.
+        signatures_verified: true,
     }
 }

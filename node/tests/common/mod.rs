@@ -17,6 +17,8 @@ pub fn test_config(bootstrap: Vec<String>) -> Config {
     c.network.bootstrap = bootstrap;
     c.network.heartbeat_ms = 100;
     c.network.duplicate_cache_secs = 2;
+    // Many nodes share the machine: the web UI on any free port.
+    c.web.listen = "127.0.0.1:0".into();
     c.clock.check = ClockCheck::Trust;
     // Most tests do not need a meter; the attestation tests turn the simulated one on.
     c.meter.source = wattmesh_node::metering::SourceKind::None;

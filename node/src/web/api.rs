@@ -1,0 +1,712 @@
+//! The JSON API the browser app uses (described in `openapi.json`), the live power stream and
+//! the CSV downloads, and the Prometheus metrics.
+
+use super::auth::{Session, body};
+use super::export::{self, Step};
+use super::{ApiError, App};
+use crate::book::OfferView;
+use crate::node::{InviteArgs, PostOffer, SideArg, TradeView};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+const OPENAPI: &str = include_str!("openapi.json");
+const DAY_MS: u64 = 86_400_000;
+/// The longest span one readings request may cover.
+const MAX_SPAN_MS: u64 = 400 * DAY_MS;
+
+pub(super) fn routes() -> Router<App> {
+    Router::new()
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/status", get(status))
+        .route("/api/live", get(live))
+        .route("/api/readings", get(readings))
+        .route("/api/summary", get(summary))
+        .route("/api/charter", get(charter))
+        .route("/api/offers", get(offers).post(post_offer))
+        .route("/api/offers/{nonce}", delete(cancel_offer))
+        .route("/api/take", post(take))
+        .route("/api/trades", get(trades))
+        .route("/api/statements", get(statements))
+        .route("/api/members", get(members))
+        .route("/api/invites", get(invites).post(invite))
+        .route("/api/invites/{id}", delete(revoke))
+        .route("/api/trader", get(trader).put(set_trader))
+        .route("/api/export/readings.csv", get(export_readings))
+        .route("/api/export/trades.csv", get(export_trades))
+        .route("/api/export/settlements.csv", get(export_settlements))
+}
+
+type Q<T> = Result<Query<T>, QueryRejection>;
+
+fn query<T>(q: Q<T>) -> Result<T, ApiError> {
+    q.map(|Query(v)| v)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+fn may_trade(s: &Session) -> Result<(), ApiError> {
+    if s.role.may_trade() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("this account may only look, not trade"))
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn status(State(app): State<App>) -> Result<Response, ApiError> {
+    Ok(Json(app.node.status().await?).into_response())
+}
+
+/// Live power, every two seconds, as server-sent events (`event: power`).
+async fn live(
+    State(app): State<App>,
+) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+    let node = app.node.clone();
+    let stream = futures::stream::unfold(
+        (node, tokio::time::interval(Duration::from_secs(2))),
+        |(node, mut tick)| async move {
+            tick.tick().await;
+            let s = node.status().await.ok()?;
+            let m = &s.meter;
+            let data = serde_json::json!({
+                "at_ms": m.at_ms,
+                "grid_w": m.grid_w,
+                "solar_w": m.solar_w,
+                "load_w": m.load_w,
+                "import_wh": m.import_wh,
+                "export_wh": m.export_wh,
+            });
+            let ev = Event::default().event("power").data(data.to_string());
+            Some((Ok(ev), (node, tick)))
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[derive(Debug, Deserialize)]
+struct Range {
+    from: Option<u64>,
+    to: Option<u64>,
+    step: Option<String>,
+}
+
+/// The owner's UTC offset in minutes (from the trader's settings, which the owner sets).
+async fn offset_minutes(app: &App) -> Result<i64, ApiError> {
+    Ok(app.node.trader().await?.limits.utc_offset_minutes)
+}
+
+fn local_midnight(now: u64, offset_minutes: i64) -> u64 {
+    let shifted = now as i64 + offset_minutes * 60_000;
+    let midnight = shifted - shifted.rem_euclid(DAY_MS as i64);
+    (midnight - offset_minutes * 60_000).max(0) as u64
+}
+
+fn span(r: &Range, now: u64) -> Result<(u64, u64), ApiError> {
+    let to = r.to.unwrap_or(now);
+    let from = r.from.unwrap_or(to.saturating_sub(DAY_MS));
+    if from >= to {
+        return Err(ApiError::bad("from must be before to"));
+    }
+    if to - from > MAX_SPAN_MS {
+        return Err(ApiError::bad("at most 400 days at a time"));
+    }
+    Ok((from, to))
+}
+
+async fn readings(State(app): State<App>, q: Q<Range>) -> Result<Json<Vec<Step>>, ApiError> {
+    let r = query(q)?;
+    let status = app.node.status().await?;
+    let (from, to) = span(&r, status.now_ms)?;
+    let offset = offset_minutes(&app).await?;
+    let slot_ms = u64::from(app.node.charter().await?.slot_minutes) * 60_000;
+    let step_ms = match r.step.as_deref() {
+        Some("minute") => 60_000,
+        Some("slot") => slot_ms,
+        Some("hour") => 3_600_000,
+        Some("day") => DAY_MS,
+        None if to - from <= 2 * DAY_MS => 60_000,
+        None if to - from <= 14 * DAY_MS => 3_600_000,
+        None => DAY_MS,
+        Some(other) => {
+            return Err(ApiError::bad(format!(
+                "step {other:?}: use minute, slot, hour or day"
+            )));
+        }
+    };
+    if step_ms == 60_000 && to - from > 7 * DAY_MS {
+        return Err(ApiError::bad(
+            "per-minute readings for at most 7 days at a time",
+        ));
+    }
+    let minutes = app.node.readings(from, to).await?;
+    Ok(Json(export::aggregate(
+        &minutes,
+        step_ms,
+        local_midnight(from, offset),
+    )))
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    day_start_ms: u64,
+    #[serde(flatten)]
+    energy: export::DayEnergy,
+    savings: i64,
+    retail_price: u64,
+    feed_in_price: u64,
+    currency: String,
+}
+
+async fn summary(State(app): State<App>) -> Result<Json<Summary>, ApiError> {
+    let now = app.node.status().await?.now_ms;
+    let offset = offset_minutes(&app).await?;
+    let start = local_midnight(now, offset);
+    let minutes = app
+        .node
+        .readings(start.saturating_sub(60_000), now + 1)
+        .await?;
+    let (before, today): (Vec<_>, Vec<_>) = minutes.into_iter().partition(|m| m.minute_ms < start);
+    let energy = export::day_energy(before.last(), &today);
+    let c = app.node.charter().await?;
+    let trades = app.node.trades().await?;
+    let todays: Vec<&TradeView> = trades
+        .iter()
+        .filter(|t| t.slot_ms >= start && t.slot_ms < now)
+        .collect();
+    Ok(Json(Summary {
+        day_start_ms: start,
+        energy,
+        savings: export::savings(&todays, c.retail_price, c.feed_in_price),
+        retail_price: c.retail_price,
+        feed_in_price: c.feed_in_price,
+        currency: c.currency,
+    }))
+}
+
+async fn charter(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiError> {
+    let c = app.node.charter().await?;
+    Ok(Json(serde_json::json!({
+        "version": c.version,
+        "name": c.name,
+        "slot_minutes": c.slot_minutes,
+        "feed_in_price": c.feed_in_price,
+        "retail_price": c.retail_price,
+        "currency": c.currency,
+        "time_zone": c.time_zone,
+        "admins": c.admins.iter().map(|a| a.to_hex()).collect::<Vec<_>>(),
+        "gate_closure_secs": c.gate_closure_secs,
+        "settlement_grace_secs": c.settlement_grace_secs,
+        "max_power_w": c.max_power_w,
+        "effective_ms": c.effective_ms,
+    })))
+}
+
+/// Member names by node id (hex).
+async fn names(app: &App) -> Result<BTreeMap<String, String>, ApiError> {
+    Ok(app
+        .node
+        .members()
+        .await?
+        .into_iter()
+        .map(|m| (m.node_id, m.name))
+        .collect())
+}
+
+#[derive(Debug, Serialize)]
+struct OfferOut {
+    #[serde(flatten)]
+    offer: OfferView,
+    maker_name: String,
+    mine: bool,
+}
+
+async fn offers(State(app): State<App>) -> Result<Json<Vec<OfferOut>>, ApiError> {
+    let me = app.node.status().await?.node_id;
+    let names = names(&app).await?;
+    let list = app
+        .node
+        .offers()
+        .await?
+        .into_iter()
+        .map(|o| OfferOut {
+            maker_name: names
+                .get(&o.maker)
+                .cloned()
+                .unwrap_or_else(|| o.maker_short.clone()),
+            mine: o.maker == me,
+            offer: o,
+        })
+        .collect();
+    Ok(Json(list))
+}
+
+#[derive(Debug, Deserialize)]
+struct NewOffer {
+    side: SideArg,
+    quantity_wh: u64,
+    price: u64,
+    #[serde(default)]
+    slot_ms: Option<u64>,
+}
+
+async fn post_offer(
+    State(app): State<App>,
+    Extension(s): Extension<Session>,
+    b: Result<Json<NewOffer>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<OfferView>, ApiError> {
+    may_trade(&s)?;
+    let b = body(b)?;
+    let p = PostOffer {
+        side: b.side,
+        quantity_wh: b.quantity_wh,
+        price: b.price,
+        slot_ms: b.slot_ms,
+        min_fill_wh: None,
+    };
+    app.node
+        .post(p)
+        .await?
+        .map(Json)
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))
+}
+
+async fn cancel_offer(
+    State(app): State<App>,
+    Extension(s): Extension<Session>,
+    nonce: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    may_trade(&s)?;
+    let Path(nonce) = nonce.map_err(|e| ApiError::bad(e.body_text()))?;
+    app.node
+        .cancel(nonce)
+        .await?
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+#[derive(Debug, Deserialize)]
+struct TakeBody {
+    maker: String,
+    nonce: u64,
+    energy_wh: u64,
+}
+
+async fn take(
+    State(app): State<App>,
+    Extension(s): Extension<Session>,
+    b: Result<Json<TakeBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<TradeView>, ApiError> {
+    may_trade(&s)?;
+    let b = body(b)?;
+    let maker = wattmesh_protocol::NodeId::from_hex(b.maker.trim())
+        .map_err(|_| ApiError::bad("maker must be a 64-digit hex node id"))?;
+    app.node
+        .take(maker, b.nonce, b.energy_wh)
+        .await?
+        .map(Json)
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))
+}
+
+#[derive(Debug, Serialize)]
+struct TradeOut {
+    #[serde(flatten)]
+    trade: TradeView,
+    counterparty_name: String,
+}
+
+async fn trades(State(app): State<App>) -> Result<Json<Vec<TradeOut>>, ApiError> {
+    let names = names(&app).await?;
+    let mut list: Vec<TradeOut> = app
+        .node
+        .trades()
+        .await?
+        .into_iter()
+        .map(|t| TradeOut {
+            counterparty_name: names
+                .get(&t.counterparty_id)
+                .cloned()
+                .unwrap_or_else(|| t.counterparty.clone()),
+            trade: t,
+        })
+        .collect();
+    list.sort_by_key(|t| std::cmp::Reverse(t.trade.slot_ms));
+    Ok(Json(list))
+}
+
+async fn statements(State(app): State<App>) -> Result<Json<Vec<export::StatementLine>>, ApiError> {
+    let names = names(&app).await?;
+    let offset = offset_minutes(&app).await?;
+    let trades = app.node.trades().await?;
+    Ok(Json(export::statements(&trades, &names, offset)))
+}
+
+async fn members(State(app): State<App>) -> Result<Response, ApiError> {
+    Ok(Json(app.node.members().await?).into_response())
+}
+
+async fn invites(
+    State(app): State<App>,
+    Extension(s): Extension<Session>,
+) -> Result<Response, ApiError> {
+    if s.role != super::auth::Role::Owner {
+        return Err(ApiError::forbidden(
+            "only the owner account manages invites",
+        ));
+    }
+    let list = app.node.tickets().await?.map_err(ApiError::internal)?;
+    Ok(Json(list).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct InviteBody {
+    #[serde(default)]
+    note: String,
+    #[serde(default)]
+    valid_secs: u64,
+}
+
+async fn invite(
+    State(app): State<App>,
+    Extension(s): Extension<Session>,
+    b: Result<Json<InviteBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    if s.role != super::auth::Role::Owner {
+        return Err(ApiError::forbidden("only the owner account issues invites"));
+    }
+    let b = body(b)?;
+    if b.note.len() > 64 {
+        return Err(ApiError::bad("the note is at most 64 bytes"));
+    }
+    let out = app
+        .node
+        .invite(InviteArgs {
+            bootstrap: vec![],
+            note: b.note,
+            valid_secs: b.valid_secs.min(30 * 86_400),
+        })
+        .await?
+        .map_err(ApiError::forbidden)?;
+    Ok(Json(out).into_response())
+}
+
+async fn revoke(
+    State(app): State<App>,
+    Extension(s): Extension<Session>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if s.role != super::auth::Role::Owner {
+        return Err(ApiError::forbidden(
+            "only the owner account manages invites",
+        ));
+    }
+    let msg = app
+        .node
+        .revoke(id)
+        .await?
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    Ok(Json(serde_json::json!({ "ok": true, "message": msg })))
+}
+
+async fn trader(State(app): State<App>) -> Result<Response, ApiError> {
+    Ok(Json(app.node.trader().await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct TraderBody {
+    limits: crate::market::trader::Limits,
+}
+
+async fn set_trader(
+    State(app): State<App>,
+    Extension(s): Extension<Session>,
+    b: Result<Json<TraderBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    may_trade(&s)?;
+    let l = body(b)?.limits;
+    if l.from_hour > 24 || l.to_hour > 24 {
+        return Err(ApiError::bad("hours are 0 to 24"));
+    }
+    if l.utc_offset_minutes.abs() > 14 * 60 {
+        return Err(ApiError::bad("utc_offset_minutes is within ±14 hours"));
+    }
+    if l.lead_slots > 96 || l.ramp_minutes > 24 * 60 {
+        return Err(ApiError::bad(
+            "lead_slots at most 96, ramp_minutes at most a day",
+        ));
+    }
+    app.node.set_trader(l).await?;
+    Ok(Json(app.node.trader().await?).into_response())
+}
+
+fn csv_response(name: &str, body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct ExportRange {
+    from: Option<u64>,
+    to: Option<u64>,
+}
+
+async fn export_readings(State(app): State<App>, q: Q<ExportRange>) -> Result<Response, ApiError> {
+    let r = query(q)?;
+    let now = app.node.status().await?.now_ms;
+    let (from, to) = span(
+        &Range {
+            from: r.from,
+            to: r.to,
+            step: None,
+        },
+        now,
+    )?;
+    let slot_ms = u64::from(app.node.charter().await?.slot_minutes) * 60_000;
+    let minutes = app.node.readings(from, to).await?;
+    let steps = export::aggregate(&minutes, slot_ms, 0);
+    let rows = steps.windows(2).map(|w| {
+        let (a, b) = (&w[0], &w[1]);
+        vec![
+            b.t.to_string(),
+            b.import_wh.saturating_sub(a.import_wh).to_string(),
+            b.export_wh.saturating_sub(a.export_wh).to_string(),
+            (b.solar_w * (slot_ms as i64) / 3_600_000).to_string(),
+            (b.load_w * (slot_ms as i64) / 3_600_000).to_string(),
+            b.grid_w.to_string(),
+        ]
+    });
+    Ok(csv_response(
+        "readings.csv",
+        export::csv(
+            &[
+                "slot_start_ms",
+                "import_wh",
+                "export_wh",
+                "solar_wh",
+                "consumption_wh",
+                "mean_grid_w",
+            ],
+            rows,
+        ),
+    ))
+}
+
+async fn ranged_trades(app: &App, q: Q<ExportRange>) -> Result<Vec<TradeView>, ApiError> {
+    let r = query(q)?;
+    let (from, to) = (r.from.unwrap_or(0), r.to.unwrap_or(u64::MAX));
+    let mut t: Vec<TradeView> = app
+        .node
+        .trades()
+        .await?
+        .into_iter()
+        .filter(|t| t.slot_ms >= from && t.slot_ms <= to)
+        .collect();
+    t.sort_by_key(|t| (t.slot_ms, t.nonce));
+    Ok(t)
+}
+
+fn state_name<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+async fn export_trades(State(app): State<App>, q: Q<ExportRange>) -> Result<Response, ApiError> {
+    let trades = ranged_trades(&app, q).await?;
+    let rows = trades.iter().map(|t| {
+        vec![
+            t.slot_ms.to_string(),
+            t.role.to_string(),
+            t.side.to_string(),
+            t.counterparty_id.clone(),
+            t.energy_wh.to_string(),
+            t.price.to_string(),
+            state_name(&t.state),
+            t.taker.clone(),
+            t.nonce.to_string(),
+        ]
+    });
+    Ok(csv_response(
+        "trades.csv",
+        export::csv(
+            &[
+                "slot_start_ms",
+                "role",
+                "side",
+                "counterparty",
+                "energy_wh",
+                "price_millicents_per_kwh",
+                "state",
+                "taker",
+                "nonce",
+            ],
+            rows,
+        ),
+    ))
+}
+
+async fn export_settlements(
+    State(app): State<App>,
+    q: Q<ExportRange>,
+) -> Result<Response, ApiError> {
+    let trades = ranged_trades(&app, q).await?;
+    let rows = trades.iter().filter(|t| t.settlement.is_some()).map(|t| {
+        vec![
+            t.slot_ms.to_string(),
+            t.side.to_string(),
+            t.counterparty_id.clone(),
+            t.energy_wh.to_string(),
+            t.delivered_wh.map(|d| d.to_string()).unwrap_or_default(),
+            t.price.to_string(),
+            t.amount.map(|a| a.to_string()).unwrap_or_default(),
+            t.settlement.as_ref().map(state_name).unwrap_or_default(),
+        ]
+    });
+    Ok(csv_response(
+        "settlements.csv",
+        export::csv(
+            &[
+                "slot_start_ms",
+                "side",
+                "counterparty",
+                "agreed_wh",
+                "delivered_wh",
+                "price_millicents_per_kwh",
+                "amount_millicents",
+                "state",
+            ],
+            rows,
+        ),
+    ))
+}
+
+/// Prometheus metrics, for a bearer token rather than a browser session.
+pub(super) async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
+    let token = &app.cfg.metrics_token;
+    if token.is_empty() {
+        return ApiError(
+            StatusCode::NOT_FOUND,
+            "metrics are off; set [web] metrics_token to turn them on".into(),
+        )
+        .into_response();
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !super::auth::constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        return ApiError(
+            StatusCode::UNAUTHORIZED,
+            "a bearer token is required".into(),
+        )
+        .into_response();
+    }
+    let (Ok(s), Ok(trades)) = (app.node.status().await, app.node.trades().await) else {
+        return ApiError::stopping().into_response();
+    };
+    let settled = trades
+        .iter()
+        .filter(|t| state_name(&t.settlement) == "settled")
+        .count();
+    let c = &s.counters;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    metric(
+        "wattmesh_peers",
+        "gauge",
+        "Connected peers.",
+        s.peers.len().to_string(),
+    );
+    metric(
+        "wattmesh_offers",
+        "gauge",
+        "Offers in the book.",
+        s.offers.to_string(),
+    );
+    metric(
+        "wattmesh_trades",
+        "gauge",
+        "Trades this node is party to.",
+        trades.len().to_string(),
+    );
+    metric(
+        "wattmesh_trades_settled",
+        "gauge",
+        "Trades settled by both parties.",
+        settled.to_string(),
+    );
+    metric(
+        "wattmesh_grid_power_watts",
+        "gauge",
+        "Grid power, positive importing.",
+        s.meter.grid_w.to_string(),
+    );
+    metric(
+        "wattmesh_solar_power_watts",
+        "gauge",
+        "Solar production.",
+        s.meter.solar_w.to_string(),
+    );
+    metric(
+        "wattmesh_import_energy_wh_total",
+        "counter",
+        "Grid import register.",
+        s.meter.import_wh.to_string(),
+    );
+    metric(
+        "wattmesh_export_energy_wh_total",
+        "counter",
+        "Grid export register.",
+        s.meter.export_wh.to_string(),
+    );
+    metric(
+        "wattmesh_gossip_accepted_total",
+        "counter",
+        "Gossip messages accepted.",
+        c.gossip_accepted.to_string(),
+    );
+    metric(
+        "wattmesh_gossip_rejected_total",
+        "counter",
+        "Gossip messages rejected as invalid.",
+        c.gossip_rejected.to_string(),
+    );
+    metric(
+        "wattmesh_gossip_ignored_total",
+        "counter",
+        "Gossip messages ignored.",
+        c.gossip_ignored.to_string(),
+    );
+    metric(
+        "wattmesh_uptime_seconds",
+        "gauge",
+        "Seconds since the node started.",
+        s.uptime_secs.to_string(),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

@@ -1,0 +1,370 @@
+//! The web API against a real running node, over real HTTP on loopback: first-run setup with
+//! the code, sessions, CSRF, cross-site and DNS-rebinding refusals, rate-limited logins, bad
+//! input as clear 4xx, live power over server-sent events, CSV downloads and metrics.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A response: status, headers (lower-case names) and body.
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (the server closes it after the answer).
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Resp {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str(&format!(
+            "content-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut raw))
+        .await
+        .expect("the server answers")
+        .unwrap();
+    parse(&raw)
+}
+
+fn parse(raw: &[u8]) -> Resp {
+    let text = String::from_utf8_lossy(raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        unchunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn unchunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n.min(rest.len())]);
+        s = rest.get(n + 2..).unwrap_or("");
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_needs_a_session_and_refuses_cross_site_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    found(&dir.path().join("a"));
+    let mut cfg = test_config(vec![]);
+    cfg.meter.source = wattmesh_node::metering::SourceKind::Simulated;
+    cfg.meter.poll_secs = 1;
+    cfg.web.metrics_token = "s3cret-token".into();
+    let node = TestNode::start(&dir.path().join("a"), cfg).await;
+    let web = node.running.web.as_ref().expect("the web UI is on");
+    let addr = web.addr;
+    let code = web
+        .setup_code
+        .clone()
+        .expect("a fresh node has a setup code");
+    // The code is also in the data directory for the owner (mode 0600).
+    let on_disk = std::fs::read_to_string(wattmesh_node::web::setup_code_path(&node.dir)).unwrap();
+    assert_eq!(on_disk.trim(), code);
+
+    // Nothing without a session.
+    for path in [
+        "/api/status",
+        "/api/trades",
+        "/api/export/trades.csv",
+        "/api/live",
+    ] {
+        let r = http(addr, "GET", path, &[], "").await;
+        assert_eq!(r.status, 401, "{path}");
+        assert!(r.json()["error"].as_str().unwrap().contains("sign in"));
+    }
+    assert_eq!(
+        http(addr, "GET", "/api/setup", &[], "").await.json()["needed"],
+        true
+    );
+    // DNS rebinding: a foreign host name is refused everywhere.
+    let r = http(
+        addr,
+        "GET",
+        "/api/setup",
+        &[("host", "evil.example:8080")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 421);
+
+    // Setup: the wrong code is refused; malformed input is a clear 400.
+    let bad = r#"{"code":"00000-00000","username":"owner","password":"correct horse"}"#;
+    assert_eq!(http(addr, "POST", "/api/setup", &[], bad).await.status, 403);
+    let r = http(addr, "POST", "/api/setup", &[], "{not json").await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].is_string());
+    let short = format!(r#"{{"code":"{code}","username":"owner","password":"short"}}"#);
+    assert_eq!(
+        http(addr, "POST", "/api/setup", &[], &short).await.status,
+        400
+    );
+    // A cross-site page cannot even try.
+    let good = format!(r#"{{"code":"{code}","username":"owner","password":"correct horse"}}"#);
+    let r = http(
+        addr,
+        "POST",
+        "/api/setup",
+        &[("origin", "http://evil.example")],
+        &good,
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = http(addr, "POST", "/api/setup", &[], &good).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let cookie_header = r.header("set-cookie").unwrap().to_owned();
+    assert!(cookie_header.contains("HttpOnly") && cookie_header.contains("SameSite=Strict"));
+    let cookie = cookie_header.split(';').next().unwrap().to_owned();
+    let csrf = r.json()["csrf"].as_str().unwrap().to_owned();
+    assert!(!wattmesh_node::web::setup_code_path(&node.dir).exists());
+    // Setup happens once.
+    assert_eq!(
+        http(addr, "POST", "/api/setup", &[], &good).await.status,
+        409
+    );
+    assert_eq!(
+        http(addr, "GET", "/api/setup", &[], "").await.json()["needed"],
+        false
+    );
+
+    let auth = [("cookie", cookie.as_str())];
+    let r = http(addr, "GET", "/api/status", &auth, "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["node_id"].as_str().unwrap().len(), 64);
+
+    // State changes need the CSRF token and a same-site origin.
+    let offer = r#"{"side":"sell","quantity_wh":400,"price":9000}"#;
+    assert_eq!(
+        http(addr, "POST", "/api/offers", &auth, offer).await.status,
+        403
+    );
+    let with_csrf = [("cookie", cookie.as_str()), ("x-csrf-token", csrf.as_str())];
+    let cross = [
+        ("cookie", cookie.as_str()),
+        ("x-csrf-token", csrf.as_str()),
+        ("origin", "http://evil.example"),
+    ];
+    assert_eq!(
+        http(addr, "POST", "/api/offers", &cross, offer)
+            .await
+            .status,
+        403
+    );
+    let r = http(addr, "POST", "/api/offers", &with_csrf, offer).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let nonce = r.json()["nonce"].as_u64().unwrap();
+    let book = http(addr, "GET", "/api/offers", &auth, "").await.json();
+    assert!(
+        book.as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["nonce"] == nonce && o["mine"] == true)
+    );
+    // Bad input: a clear 4xx, never a 5xx.
+    for body in [
+        r#"{"side":"sideways","quantity_wh":1,"price":1}"#,
+        r#"{"side":"sell","quantity_wh":-1,"price":1}"#,
+        r#"{"side":"sell","quantity_wh":400,"price":99999999}"#,
+        "[]",
+    ] {
+        let r = http(addr, "POST", "/api/offers", &with_csrf, body).await;
+        assert!((400..500).contains(&r.status), "{body}: {}", r.status);
+        assert!(r.json()["error"].is_string());
+    }
+    let r = http(addr, "DELETE", "/api/offers/notanumber", &with_csrf, "").await;
+    assert_eq!(r.status, 400);
+    let r = http(addr, "GET", "/api/readings?from=10&to=5", &auth, "").await;
+    assert_eq!(r.status, 400);
+    let r = http(addr, "GET", "/api/readings?step=fortnight", &auth, "").await;
+    assert_eq!(r.status, 400);
+    let r = http(addr, "GET", "/api/nowhere", &auth, "").await;
+    assert_eq!(r.status, 404);
+    let r = http(
+        addr,
+        "DELETE",
+        &format!("/api/offers/{nonce}"),
+        &with_csrf,
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // Accounts: a viewer may look but not trade.
+    let viewer = r#"{"username":"kid","password":"looking only","role":"viewer"}"#;
+    assert_eq!(
+        http(addr, "POST", "/api/users", &with_csrf, viewer)
+            .await
+            .status,
+        200
+    );
+    let r = http(
+        addr,
+        "POST",
+        "/api/login",
+        &[],
+        r#"{"username":"kid","password":"looking only"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let kid_cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let kid_csrf = r.json()["csrf"].as_str().unwrap().to_owned();
+    let kid = [
+        ("cookie", kid_cookie.as_str()),
+        ("x-csrf-token", kid_csrf.as_str()),
+    ];
+    assert_eq!(http(addr, "GET", "/api/trades", &kid, "").await.status, 200);
+    assert_eq!(
+        http(addr, "POST", "/api/offers", &kid, offer).await.status,
+        403
+    );
+    assert_eq!(http(addr, "GET", "/api/users", &kid, "").await.status, 403);
+
+    // Live power arrives by itself.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET /api/live HTTP/1.1\r\nhost: {addr}\r\ncookie: {cookie}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let got = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if seen.contains("event: power") && seen.contains("grid_w") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(got.is_ok(), "no power event: {seen}");
+    assert!(seen.contains("text/event-stream"));
+
+    // The dashboard's figures and the downloads.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = http(addr, "GET", "/api/summary", &auth, "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json()["self_sufficiency"].is_number());
+    let r = http(addr, "GET", "/api/readings?step=minute", &auth, "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = http(addr, "GET", "/api/export/trades.csv", &auth, "").await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/csv"));
+    assert!(r.body.starts_with("slot_start_ms,role,side,counterparty"));
+    let r = http(addr, "GET", "/api/export/readings.csv", &auth, "").await;
+    assert!(r.body.starts_with("slot_start_ms,import_wh"));
+    let r = http(addr, "GET", "/api/openapi.json", &[], "").await;
+    assert_eq!(r.json()["openapi"], "3.0.3");
+
+    // Metrics need the token, not a session.
+    assert_eq!(http(addr, "GET", "/metrics", &auth, "").await.status, 401);
+    let r = http(
+        addr,
+        "GET",
+        "/metrics",
+        &[("authorization", "Bearer s3cret-token")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("wattmesh_peers 0"));
+
+    // Logins are rate-limited.
+    let wrong = r#"{"username":"owner","password":"not the password"}"#;
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(http(addr, "POST", "/api/login", &[], wrong).await.status);
+    }
+    // Five failures a minute per address (the wrong setup code above was the first).
+    assert_eq!(&statuses[..4], &[401; 4]);
+    assert_eq!(&statuses[4..], &[429; 3]);
+    let right = r#"{"username":"owner","password":"correct horse"}"#;
+    assert_eq!(
+        http(addr, "POST", "/api/login", &[], right).await.status,
+        429
+    );
+
+    // Signing out ends the session.
+    assert_eq!(
+        http(addr, "POST", "/api/logout", &with_csrf, "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        http(addr, "GET", "/api/status", &auth, "").await.status,
+        401
+    );
+    node.handle.stop().await;
+}
