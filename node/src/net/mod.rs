@@ -400,11 +400,18 @@ pub fn spawn(
             Err(e) if matches!(addr.iter().next(), Some(Protocol::Ip6(_))) => {
                 warn!(%addr, "not listening on IPv6: {e}");
             }
-            Err(e) => return Err(anyhow::anyhow!("cannot listen on {addr}: {e}")),
+            Err(e) => return Err(anyhow::anyhow!("cannot listen on {addr}: {e:?}")),
         }
     }
     for addr in &cfg.external {
         swarm.add_external_address(addr.clone());
+    }
+    if let Some(relay) = swarm.behaviour_mut().relay.as_mut() {
+        relay.set_status(Some(if cfg.external.is_empty() {
+            relay::Status::Disable
+        } else {
+            relay::Status::Enable
+        }));
     }
     let mut wanted: HashMap<PeerId, Redial> = HashMap::new();
     for a in &cfg.bootstrap {
@@ -540,6 +547,7 @@ struct SwarmTask {
 
 impl SwarmTask {
     async fn run(mut self) {
+        self.external_changed();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
@@ -716,8 +724,18 @@ impl SwarmTask {
         out
     }
 
-    /// Tells the node when our external addresses changed.
+    /// Tells the node when our external addresses changed, and offers the relay service only
+    /// while peers can dial us directly. (Left to itself the relay server would also count
+    /// our own relayed addresses as reachable, and relay through relays.)
     fn external_changed(&mut self) {
+        let reachable = self.publicly_reachable();
+        if let Some(relay) = self.swarm.behaviour_mut().relay.as_mut() {
+            relay.set_status(Some(if reachable {
+                relay::Status::Enable
+            } else {
+                relay::Status::Disable
+            }));
+        }
         let now = self.external();
         if now != self.last_external {
             info!(addresses = ?now.iter().map(ToString::to_string).collect::<Vec<_>>(), "external addresses");
@@ -930,7 +948,20 @@ impl SwarmTask {
                 endpoint,
                 ..
             } => {
-                let addr = endpoint.get_remote_address().clone();
+                let addr = match &endpoint {
+                    // An inbound relayed connection's remote address is only `/p2p/<id>`; the
+                    // circuit address it came in on names the relay.
+                    libp2p::core::ConnectedPoint::Listener { local_addr, .. }
+                        if endpoint.is_relayed() =>
+                    {
+                        let mut a = local_addr.clone();
+                        if matches!(a.iter().last(), Some(Protocol::P2p(_))) {
+                            a.pop();
+                        }
+                        a
+                    }
+                    _ => endpoint.get_remote_address().clone(),
+                };
                 let now = Instant::now();
                 let pc = self.connected.entry(peer_id).or_insert_with(|| PeerConns {
                     since: now,

@@ -119,7 +119,14 @@ pub fn normalise(peer: &PeerId, addr: &Multiaddr) -> Option<Multiaddr> {
     for p in a.iter() {
         match p {
             Protocol::Ip4(ip) if ip.is_unspecified() || ip.is_multicast() => return None,
-            Protocol::Ip6(ip) if ip.is_unspecified() || ip.is_multicast() => return None,
+            // Link-local IPv6 needs a zone, which a multiaddr cannot carry.
+            Protocol::Ip6(ip)
+                if ip.is_unspecified()
+                    || ip.is_multicast()
+                    || (ip.segments()[0] & 0xffc0) == 0xfe80 =>
+            {
+                return None;
+            }
             Protocol::Tcp(0) => return None,
             Protocol::Tcp(_) => tcp = true,
             Protocol::P2p(id) if id == *peer => return None,
@@ -349,6 +356,8 @@ mod tests {
         assert!(!book.add(a, &"/ip4/10.0.0.2/tcp/0".parse().unwrap()));
         assert!(!book.add(me, &"/ip4/10.0.0.9/tcp/1".parse().unwrap()));
         assert!(!book.add(a, &"/dns4/example.invalid".parse().unwrap()));
+        assert!(!book.add(a, &"/ip6/fe80::1/tcp/4100".parse().unwrap()));
+        assert!(book.add(a, &"/ip6/2001:db8::1/tcp/4100".parse().unwrap()));
         // Many addresses: the newest eight stay.
         for port in 1..=20u16 {
             assert!(book.add(a, &format!("/ip4/10.0.0.3/tcp/{port}").parse().unwrap()));
