@@ -497,6 +497,23 @@ async fn homes_behind_separate_nats_trade_through_a_members_relay() {
         pairs.len()
     );
     assert_eq!((punched, relayed), (1, 2));
+    // Once the direct connection has lasted a while, the relayed one is closed, freeing the
+    // relay.
+    let single = eventually(Duration::from_secs(40), || async {
+        let s = status(&homes[0]).await?;
+        let p = s["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["node"] == shorts[1].as_str())?
+            .clone();
+        (p["connections"] == 1 && p["reach"] == "hole-punched").then_some(())
+    })
+    .await;
+    assert!(
+        single.is_some(),
+        "the relayed connection outlived the hole-punched one: {}",
+        status(&homes[0]).await.unwrap_or_default()
+    );
     drop(home_nodes);
 }
 

@@ -114,6 +114,9 @@ pub struct PeerInfo {
     pub score: f64,
     /// Seconds connected.
     pub connected_secs: u64,
+    /// Open connections to it (a relayed one and a direct one while hole punching replaces
+    /// the first).
+    pub connections: usize,
 }
 
 /// Something the network tells the node.
@@ -398,7 +401,7 @@ pub fn spawn(
             Ok(_) => {}
             // IPv6 where present: a machine without it still runs on IPv4.
             Err(e) if matches!(addr.iter().next(), Some(Protocol::Ip6(_))) => {
-                warn!(%addr, "not listening on IPv6: {e}");
+                warn!(%addr, "not listening on IPv6: {e:?}");
             }
             Err(e) => return Err(anyhow::anyhow!("cannot listen on {addr}: {e:?}")),
         }
@@ -823,6 +826,7 @@ impl SwarmTask {
                                 .peer_score(p)
                                 .unwrap_or(0.0),
                             connected_secs: pc.since.elapsed().as_secs(),
+                            connections: pc.conns.len(),
                         })
                     })
                     .collect();
