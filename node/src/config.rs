@@ -1,12 +1,15 @@
 //! The node's configuration: TOML, every key documented in `configs/node.example.toml`.
 //!
-//! `Config::default()` is a working local try-out: listen on loopback with an ephemeral port,
-//! no mDNS, the control socket and database in the data directory. Neighbourhood rules do not
+//! `Config::default()` is a working local try-out: listen on loopback (IPv4 and IPv6) with an
+//! ephemeral port, no mDNS, the control socket and database in the data directory. UPnP is
+//! on in the default (for a real home node) but only starts once the node listens beyond
+//! loopback; tests and the testnet turn it off. Neighbourhood rules do not
 //! live here: they come from the signed charter.
 //!
 //! Environment overrides (applied after the file): `WATTMESH_LISTEN` (comma-separated
 //! multiaddrs), `WATTMESH_BOOTSTRAP` (comma-separated multiaddrs with `/p2p/` ids),
-//! `WATTMESH_MDNS` (`on`/`off`), `WATTMESH_CLOCK` (`auto`, `trust`, `unsynced`).
+//! `WATTMESH_MDNS` (`on`/`off`), `WATTMESH_UPNP` (`on`/`off`), `WATTMESH_CLOCK` (`auto`, `trust`,
+//! `unsynced`).
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -17,6 +20,8 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     /// Networking.
     pub network: NetworkConfig,
+    /// Reaching homes behind their routers: relay, hole punching, UPnP.
+    pub reach: ReachConfig,
     /// LAN discovery.
     pub mdns: MdnsConfig,
     /// How the node decides whether its clock is synchronised.
@@ -36,6 +41,8 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkConfig {
     /// Addresses to listen on (libp2p multiaddrs, TCP only: the private network rules out QUIC).
+    /// IPv6 addresses are used where the machine has IPv6; without it the node runs on the
+    /// others and logs a warning.
     pub listen: Vec<String>,
     /// Peers to dial at start and whenever disconnected, as multiaddrs ending in `/p2p/<id>`.
     pub bootstrap: Vec<String>,
@@ -54,6 +61,83 @@ pub struct NetworkConfig {
     /// How long gossipsub remembers message ids it has seen, in seconds. The application's
     /// replay window outlives it.
     pub duplicate_cache_secs: u64,
+}
+
+/// Reach settings: how homes behind separate home routers reach each other. Every connection,
+/// relayed or not, runs under the neighbourhood's network key (see docs/ARCHITECTURE.md,
+/// "Reach").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReachConfig {
+    /// Serve circuit relay v2 to other members. A node only offers it while it knows that
+    /// peers can dial it (AutoNAT, UPnP or `external_addresses`), so in practice the
+    /// reachable members relay for the others.
+    pub relay_server: bool,
+    /// The most members that may hold a reservation on this node's relay at once.
+    pub relay_max_reservations: u32,
+    /// The most relayed connections this node carries at once.
+    pub relay_max_circuits: u32,
+    /// The most relayed connections one member may have through this node at once.
+    pub relay_max_circuits_per_peer: u32,
+    /// A relayed connection is closed after this many seconds; peers then dial again (hole
+    /// punching has usually replaced it with a direct one long before).
+    pub relay_max_circuit_secs: u64,
+    /// A relayed connection is closed after carrying this many bytes.
+    pub relay_max_circuit_bytes: u64,
+    /// When to ask reachable members for a relay reservation, so that others can reach this
+    /// node through them: `auto` (until AutoNAT, UPnP or `external_addresses` shows that
+    /// peers can dial this node), `always` or `never`.
+    pub reservations: crate::net::ReservationMode,
+    /// On how many relays at most to hold a reservation.
+    pub max_reservations: u32,
+    /// Ask the home router (UPnP IGD) to forward the listening port. Sends SSDP multicast on
+    /// the LAN; tests and the testnet turn it off.
+    pub upnp: bool,
+    /// Addresses where peers can dial this node (a port forwarded by hand), as multiaddrs
+    /// such as `/ip4/203.0.113.7/tcp/4100`. They count as confirmed, so a node with one serves
+    /// as a relay and holds no reservations.
+    pub external_addresses: Vec<String>,
+}
+
+impl Default for ReachConfig {
+    fn default() -> Self {
+        ReachConfig {
+            relay_server: true,
+            relay_max_reservations: 64,
+            relay_max_circuits: 32,
+            relay_max_circuits_per_peer: 8,
+            relay_max_circuit_secs: 30 * 60,
+            relay_max_circuit_bytes: 16 * 1024 * 1024,
+            reservations: crate::net::ReservationMode::Auto,
+            max_reservations: 2,
+            upnp: true,
+            external_addresses: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The network behaviour's reach settings. UPnP stays off while every listening address
+    /// is on loopback (the local try-out): there is nothing to map.
+    pub fn reach_settings(&self) -> crate::net::behaviour::ReachSettings {
+        let r = &self.reach;
+        let usize_of = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+        let beyond_loopback = self.network.listen.iter().any(|a| {
+            a.parse::<libp2p::Multiaddr>()
+                .is_ok_and(|a| !crate::net::reach::is_loopback(&a))
+        });
+        crate::net::behaviour::ReachSettings {
+            relay_server: r.relay_server,
+            relay_max_reservations: usize_of(r.relay_max_reservations),
+            relay_max_circuits: usize_of(r.relay_max_circuits),
+            relay_max_circuits_per_peer: usize_of(r.relay_max_circuits_per_peer.max(1)),
+            relay_max_circuit_duration: std::time::Duration::from_secs(
+                r.relay_max_circuit_secs.max(1),
+            ),
+            relay_max_circuit_bytes: r.relay_max_circuit_bytes,
+            upnp: r.upnp && beyond_loopback,
+        }
+    }
 }
 
 /// mDNS settings. Off in the built-in default (a try-out must never multicast on a machine's
@@ -107,6 +191,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             network: NetworkConfig::default(),
+            reach: ReachConfig::default(),
             mdns: MdnsConfig {
                 enabled: false,
                 interfaces: Vec::new(),
@@ -130,7 +215,10 @@ impl Default for Config {
 impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".to_owned()],
+            listen: vec![
+                "/ip4/127.0.0.1/tcp/0".to_owned(),
+                "/ip6/::1/tcp/0".to_owned(),
+            ],
             bootstrap: Vec::new(),
             idle_timeout_secs: 300,
             max_connections: 128,
@@ -220,17 +308,19 @@ impl Config {
         if let Some(v) = get("WATTMESH_BOOTSTRAP") {
             self.network.bootstrap = list(v);
         }
+        let on_off = |var: &'static str, v: String| match v.as_str() {
+            "on" | "true" | "1" => Ok(true),
+            "off" | "false" | "0" => Ok(false),
+            _ => Err(ConfigError::Env {
+                var,
+                message: format!("expected on or off, got {v:?}"),
+            }),
+        };
         if let Some(v) = get("WATTMESH_MDNS") {
-            self.mdns.enabled = match v.as_str() {
-                "on" | "true" | "1" => true,
-                "off" | "false" | "0" => false,
-                _ => {
-                    return Err(ConfigError::Env {
-                        var: "WATTMESH_MDNS",
-                        message: format!("expected on or off, got {v:?}"),
-                    });
-                }
-            };
+            self.mdns.enabled = on_off("WATTMESH_MDNS", v)?;
+        }
+        if let Some(v) = get("WATTMESH_UPNP") {
+            self.reach.upnp = on_off("WATTMESH_UPNP", v)?;
         }
         if let Some(v) = get("WATTMESH_CLOCK") {
             self.clock.check = match v.as_str() {
@@ -285,11 +375,13 @@ mod tests {
         cfg.apply_env(|k| match k {
             "WATTMESH_BOOTSTRAP" => Some("/ip4/127.0.0.1/tcp/1, /ip4/127.0.0.1/tcp/2".into()),
             "WATTMESH_MDNS" => Some("off".into()),
+            "WATTMESH_UPNP" => Some("off".into()),
             "WATTMESH_CLOCK" => Some("trust".into()),
             _ => None,
         })
         .unwrap();
         assert_eq!(cfg.network.bootstrap.len(), 2);
+        assert!(!cfg.reach.upnp);
         assert_eq!(cfg.clock.check, ClockCheck::Trust);
         assert!(
             cfg.apply_env(|k| (k == "WATTMESH_MDNS").then(|| "maybe".into()))

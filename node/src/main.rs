@@ -639,11 +639,20 @@ fn print_status(s: &Value) {
     for a in s["listening"].as_array().into_iter().flatten() {
         println!("listening    {}", a.as_str().unwrap_or(""));
     }
+    let reach = &s["reach"];
+    println!(
+        "reachable    {} (AutoNAT), relay reservations {}",
+        reach["nat"].as_str().unwrap_or("unknown"),
+        reach["reservations"].as_array().map_or(0, Vec::len)
+    );
+    for a in reach["external"].as_array().into_iter().flatten() {
+        println!("external     {}", a.as_str().unwrap_or(""));
+    }
     let peers = s["peers"].as_array().cloned().unwrap_or_default();
     println!("peers        {}", peers.len());
     for p in peers {
         println!(
-            "  {}  {:<8} {}  score {:.1}",
+            "  {}  {:<12} {}  score {:.1}",
             p["node"].as_str().unwrap_or(""),
             p["reach"].as_str().unwrap_or(""),
             p["address"].as_str().unwrap_or(""),

@@ -51,6 +51,7 @@ fn spawn(dir: &Path, netns: Option<&str>) -> Proc {
         .env("RUST_LOG", "info")
         .env_remove("WATTMESH_BOOTSTRAP")
         .env_remove("WATTMESH_MDNS")
+        .env_remove("WATTMESH_UPNP")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log);

@@ -28,8 +28,9 @@ enum Command {
         /// Directory for the homes' data, logs and the summary.
         #[arg(long, default_value = "out/testnet")]
         out: PathBuf,
-        /// TCP port of the first home; home i uses this plus i.
-        #[arg(long, default_value_t = 47100)]
+        /// TCP port of the first home; home i uses this plus i, and its web UI this plus 1000 plus i
+        /// (keep them below the kernel's ephemeral range, 32768 and up on Linux).
+        #[arg(long, default_value_t = 24100)]
         base_port: u16,
     },
     /// Play one delivery slot of a neighbourhood through the real protocol code, in one

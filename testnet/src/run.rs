@@ -102,6 +102,8 @@ fn config_for(i: usize, o: &Options, origin_ms: u64) -> Config {
     c.network.heartbeat_ms = 300;
     c.mdns.enabled = false;
     c.web.listen = format!("127.0.0.1:{}", web_port(o, i));
+    // No SSDP multicast from the testnet (everything is on loopback anyway).
+    c.reach.upnp = false;
     c.clock.check = ClockCheck::Trust;
     c.clock.speed = o.speed;
     c.clock.origin_ms = origin_ms;
@@ -230,6 +232,7 @@ pub async fn run(
             .env("RUST_LOG", "info")
             .env_remove("WATTMESH_BOOTSTRAP")
             .env_remove("WATTMESH_MDNS")
+            .env_remove("WATTMESH_UPNP")
             .env_remove("WATTMESH_CLOCK")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

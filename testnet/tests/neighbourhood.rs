@@ -19,7 +19,7 @@ async fn a_small_neighbourhood_trades_and_settles_consistently() {
         speed: 20,
         duration_min: 40,
         out: out.path().to_owned(),
-        base_port: 47300,
+        base_port: 24300,
         bin,
         // A summer late morning in Ames: PV homes have surplus, the others need energy.
         start_ms: 1_782_057_600_000,

@@ -4,7 +4,8 @@ use super::codec::PostcardCodec;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{StreamProtocol, connection_limits, identify, identity};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{StreamProtocol, autonat, connection_limits, dcutr, identify, identity, relay, upnp};
 use std::time::Duration;
 use wattmesh_protocol::NeighbourhoodId;
 use wattmesh_protocol::codec::MAX_ENVELOPE_BYTES;
@@ -101,6 +102,37 @@ pub struct Behaviour {
     pub sync: request_response::Behaviour<PostcardCodec<SyncRequest, SyncResponse>>,
     /// Caps on connections in total and per peer.
     pub limits: connection_limits::Behaviour,
+    /// Peers' addresses, and circuits through connected relays for dials by peer id.
+    pub addresses: super::reach::AddressBook,
+    /// Circuit relay v2, client side: reservations on reachable members and relayed dials.
+    pub relay_client: relay::client::Behaviour,
+    /// Circuit relay v2, server side: serves other members once this node is reachable.
+    pub relay: Toggle<relay::Behaviour>,
+    /// Hole punching: upgrades relayed connections to direct ones where the NATs allow.
+    pub dcutr: dcutr::Behaviour,
+    /// AutoNAT (v1): peers dial us back to tell whether we are reachable.
+    pub autonat: autonat::Behaviour,
+    /// UPnP port mapping on the home router (off in tests and the testnet).
+    pub upnp: Toggle<upnp::tokio::Behaviour>,
+}
+
+/// Reach settings: relay server, UPnP.
+#[derive(Debug, Clone)]
+pub struct ReachSettings {
+    /// Serve circuit relay v2 (only advertised while we have a confirmed external address).
+    pub relay_server: bool,
+    /// The most reservations we hold for others.
+    pub relay_max_reservations: usize,
+    /// The most relayed connections we carry at once.
+    pub relay_max_circuits: usize,
+    /// ... per peer.
+    pub relay_max_circuits_per_peer: usize,
+    /// How long one relayed connection may last.
+    pub relay_max_circuit_duration: Duration,
+    /// How many bytes one relayed connection may carry.
+    pub relay_max_circuit_bytes: u64,
+    /// Map our listening port on the router with UPnP.
+    pub upnp: bool,
 }
 
 /// Settings the behaviour is built from.
@@ -118,11 +150,19 @@ pub struct BehaviourSettings {
     pub max_connections: u32,
     /// Connections per peer.
     pub max_connections_per_peer: u32,
+    /// Relay, UPnP.
+    pub reach: ReachSettings,
 }
 
 impl Behaviour {
-    /// Builds the behaviour for a node with identity `key`.
-    pub fn new(key: &identity::Keypair, s: &BehaviourSettings) -> anyhow::Result<Behaviour> {
+    /// Builds the behaviour for a node with identity `key`; `relay_client` comes with the
+    /// relay transport (`relay::client::new`).
+    pub fn new(
+        key: &identity::Keypair,
+        s: &BehaviourSettings,
+        relay_client: relay::client::Behaviour,
+    ) -> anyhow::Result<Behaviour> {
+        let local = key.public().to_peer_id();
         let config = gossipsub::ConfigBuilder::default()
             .validation_mode(ValidationMode::Anonymous)
             .validate_messages()
@@ -157,7 +197,11 @@ impl Behaviour {
         }
         let identify = identify::Behaviour::new(
             identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
-                .with_agent_version(format!("wattmesh/{}", env!("CARGO_PKG_VERSION"))),
+                .with_agent_version(format!("wattmesh/{}", env!("CARGO_PKG_VERSION")))
+                // New addresses (a relay reservation, a router mapping) reach peers at once.
+                .with_push_listen_addr_updates(true)
+                // identify's own peer cache is unused (the address book is ours).
+                .with_cache_size(0),
         );
         let rr = request_response::Config::default()
             .with_request_timeout(s.request_timeout)
@@ -179,12 +223,48 @@ impl Behaviour {
                 .with_max_pending_incoming(Some(32))
                 .with_max_pending_outgoing(Some(32)),
         );
+        let r = &s.reach;
+        let relay = r.relay_server.then(|| {
+            relay::Behaviour::new(
+                local,
+                relay::Config {
+                    max_reservations: r.relay_max_reservations,
+                    max_reservations_per_peer: 2,
+                    max_circuits: r.relay_max_circuits,
+                    max_circuits_per_peer: r.relay_max_circuits_per_peer,
+                    // The relay protocol carries durations as u32 seconds.
+                    max_circuit_duration: r
+                        .relay_max_circuit_duration
+                        .min(Duration::from_secs(u64::from(u32::MAX))),
+                    max_circuit_bytes: r.relay_max_circuit_bytes,
+                    ..relay::Config::default()
+                },
+            )
+        });
+        let autonat = autonat::Behaviour::new(
+            local,
+            autonat::Config {
+                // Neighbourhoods are small: probe soon after start, and ask the same peer
+                // again sooner than the public-network default.
+                boot_delay: Duration::from_secs(5),
+                retry_interval: Duration::from_secs(30),
+                refresh_interval: Duration::from_secs(10 * 60),
+                throttle_server_period: Duration::from_secs(15),
+                ..autonat::Config::default()
+            },
+        );
         Ok(Behaviour {
             gossipsub,
             identify,
             trade,
             sync,
             limits,
+            addresses: super::reach::AddressBook::new(local),
+            relay_client,
+            relay: Toggle::from(relay),
+            dcutr: dcutr::Behaviour::new(local),
+            autonat,
+            upnp: Toggle::from(r.upnp.then(upnp::tokio::Behaviour::default)),
         })
     }
 }

@@ -129,6 +129,8 @@ pub struct Status {
     pub listening: Vec<String>,
     /// Connected peers.
     pub peers: Vec<PeerInfo>,
+    /// How this node is reached (AutoNAT, external and relayed addresses, relays).
+    pub reach: net::ReachInfo,
     /// Offers in the book.
     pub offers: usize,
     /// The meter.
@@ -412,6 +414,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         request_timeout: Duration::from_secs(cfg.network.request_timeout_secs.max(1)),
         max_connections: cfg.network.max_connections,
         max_connections_per_peer: cfg.network.max_connections_per_peer.max(1),
+        reach: cfg.reach_settings(),
     };
     let mut bootstrap = parse_addrs(&cfg.network.bootstrap, "bootstrap")?;
     {
@@ -436,6 +439,9 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         listen: parse_addrs(&cfg.network.listen, "listen")?,
         bootstrap,
         idle_timeout: Duration::from_secs(cfg.network.idle_timeout_secs.max(1)),
+        reservations: cfg.reach.reservations,
+        max_reservations: cfg.reach.max_reservations as usize,
+        external: parse_addrs(&cfg.reach.external_addresses, "external")?,
     };
     let span = info_span!("node", id = %key.node_id().short());
     let entered = span.clone().entered();
@@ -883,7 +889,8 @@ impl Core {
                 self.on_connected(peer);
             }
             NetEvent::Listening(addr) => self.start_mdns(&addr),
-            NetEvent::PeerDisconnected(_) => {}
+            // Shared with members once the roster carries addresses (membership, issue 4).
+            NetEvent::PeerDisconnected(_) | NetEvent::ExternalAddresses(_) => {}
         }
     }
 
@@ -1111,6 +1118,7 @@ impl Core {
             Request::Status(reply) => {
                 let listening = self.dialable_addrs().await;
                 let peers = self.net.peers().await.unwrap_or_default();
+                let reach = self.net.reach().await.unwrap_or_default();
                 let now = self.clock.now_ms();
                 let charter = self.n.chain.at(now);
                 let _ = reply.send(Status {
@@ -1124,6 +1132,7 @@ impl Core {
                     now_ms: now,
                     listening,
                     peers,
+                    reach,
                     offers: self.market.book.len(),
                     meter: self.meter.clone(),
                     counters: Counters {
@@ -1451,6 +1460,10 @@ impl Core {
                         continue;
                     };
                     tokio::spawn(async move {
+                        // Not connected to the maker: reach it directly or through a relay.
+                        if let Ok(Err(e)) = net.dial_peer(peer).await {
+                            debug!(%peer, "counterparty not reachable yet: {e}");
+                        }
                         let resp = match net.trade(peer, req).await {
                             Ok(Ok(r)) => Some(r),
                             _ => None,

@@ -10,10 +10,12 @@ use wattmesh_node::node::{self, NodeHandle, NodeOptions, Running};
 use wattmesh_node::store::Store;
 use wattmesh_protocol::NodeKey;
 
-/// A config for tests: loopback, fast heartbeats, short duplicate cache, trusted clock.
+/// A config for tests: loopback, fast heartbeats, short duplicate cache, trusted clock, no
+/// UPnP (no SSDP multicast from tests).
 pub fn test_config(bootstrap: Vec<String>) -> Config {
     let mut c = Config::default();
     c.network.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+    c.reach.upnp = false;
     c.network.bootstrap = bootstrap;
     c.network.heartbeat_ms = 100;
     c.network.duplicate_cache_secs = 2;
