@@ -216,7 +216,7 @@ async function handle(node, req, res) {
     o.quantity_wh -= b.energy_wh;
     if (o.quantity_wh === 0) book.splice(book.indexOf(o), 1);
     const maker = nodes.find((n) => n.id === o.maker);
-    const base = { taker: node.id, nonce: o.nonce, slot_ms: o.slot_ms, energy_wh: b.energy_wh, price: o.price, state: 'agreed', settlement: null, delivered_wh: null, amount: null, signatures_verified: true };
+    const base = { taker: node.id, nonce: bigNonce(), slot_ms: o.slot_ms, energy_wh: b.energy_wh, price: o.price, state: 'agreed', settlement: null, delivered_wh: null, amount: null, signatures_verified: true };
     const mine = { ...base, role: 'taker', side: o.side === 'sell' ? 'buy' : 'sell', counterparty: maker.id.slice(0, 8), counterparty_name: maker.name };
     node.trades.push(mine);
     maker.trades.push({ ...base, role: 'maker', side: o.side, counterparty: node.id.slice(0, 8), counterparty_name: node.name });

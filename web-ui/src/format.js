@@ -167,3 +167,9 @@ export function dateInput(ms) {
 }
 
 export const shortHex = (hex, n = 8) => (hex ? String(hex).slice(0, n) : '');
+
+/** A node id as the node shows it short ("4e78-3800"); ids already short are kept. */
+export function shortId(id) {
+  const s = String(id ?? '');
+  return /^[0-9a-f]{16,}$/i.test(s) ? `${s.slice(0, 4)}-${s.slice(4, 8)}` : s;
+}

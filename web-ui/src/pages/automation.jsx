@@ -1,10 +1,10 @@
 // Automation: the automatic trader's limits, on/off, and what it did lately and why.
 import { useEffect, useState } from 'preact/hooks';
-import { canTrade, put, useApi } from '../api.js';
+import { canTrade, nodeNow, put, useApi } from '../api.js';
 import {
   Badge, Check, Empty, ErrorNote, Field, Loading, Notice, PageHeader, Section, useAction,
 } from '../components.jsx';
-import { formatPrice, formatTime, kwhInput, minorUnit, parseKwh, parsePrice, priceInput } from '../format.js';
+import { formatPrice, formatSlot, formatTime, kwhInput, minorUnit, parseKwh, parsePrice, priceInput } from '../format.js';
 
 const PRICE = ['min_sell_price', 'max_buy_price'];
 const ENERGY = ['sell_above_wh', 'max_sell_wh', 'max_buy_wh'];
@@ -54,6 +54,14 @@ const NAMES = {
   utc_offset_minutes: 'time zone offset',
 };
 
+/** Makes the trader's log text easier to read: times of day for slot times (UTC ms), short
+ * offer nonces. */
+export function humanize(text, slotMinutes) {
+  return String(text ?? '')
+    .replace(/\b(1\d{12})\b/g, (m) => formatSlot(Number(m), slotMinutes, nodeNow()))
+    .replace(/\b(\d{6})\d{10,}\b/g, '#$1…');
+}
+
 function describeAction(a) {
   if (a == null) return '';
   if (typeof a === 'string') return a;
@@ -69,6 +77,7 @@ export function AutomationPage({ ctx }) {
   const [dirty, setDirty] = useState(false);
   const [saved, setSaved] = useState(false);
   const [problem, setProblem] = useState(null);
+  const [showAll, setShowAll] = useState(false);
   const { run, busy, error } = useAction();
   const c = ctx.currency;
   const mu = minorUnit(c);
@@ -210,15 +219,25 @@ export function AutomationPage({ ctx }) {
         ) : log.length === 0 ? (
           <Empty>Nothing yet{form && !form.enabled ? ': the trader is off' : ''}.</Empty>
         ) : (
-          <ol class="log" data-testid="trader-log">
-            {[...log].sort((a, b) => b.at_ms - a.at_ms).map((e, i) => (
-              <li key={`${e.at_ms}-${i}`}>
-                <time dateTime={new Date(e.at_ms).toISOString()}>{formatTime(e.at_ms)}</time>
-                <strong>{describeAction(e.action)}</strong>
-                <span class="why">{e.why}</span>
-              </li>
-            ))}
-          </ol>
+          <>
+            <ol class="log" data-testid="trader-log">
+              {[...log]
+                .sort((a, b) => b.at_ms - a.at_ms)
+                .slice(0, showAll ? undefined : 15)
+                .map((e, i) => (
+                  <li key={`${e.at_ms}-${i}`}>
+                    <time dateTime={new Date(e.at_ms).toISOString()}>{formatTime(e.at_ms, nodeNow())}</time>
+                    <strong>{humanize(describeAction(e.action), ctx.slotMinutes)}</strong>
+                    <span class="why">{humanize(e.why, ctx.slotMinutes)}</span>
+                  </li>
+                ))}
+            </ol>
+            {log.length > 15 && (
+              <button type="button" class="link" onClick={() => setShowAll(!showAll)}>
+                {showAll ? 'Show the latest 15' : `Show all ${log.length}`}
+              </button>
+            )}
+          </>
         )}
       </Section>
     </>

@@ -18,7 +18,7 @@ export function LivePower({ compact = false }) {
     <div>
       <div class="stats live" data-testid="live-power">
         <Stat
-          label={p ? (importing ? 'Buying from grid' : p.grid_w < 0 ? 'Selling to grid' : 'Grid') : 'Grid'}
+          label={p ? (importing ? 'Importing from grid' : p.grid_w < 0 ? 'Exporting to grid' : 'Grid') : 'Grid'}
           value={p ? formatPower(Math.abs(p.grid_w)) : '…'}
           kind={p ? (importing ? 'import' : 'export') : ''}
           testid="live-grid"

@@ -5,7 +5,7 @@ import { del, isOwner, post, useApi } from '../api.js';
 import {
   Badge, Empty, ErrorNote, Field, Loading, Notice, PageHeader, Section, useAction,
 } from '../components.jsx';
-import { formatDate, formatDuration, formatPower, formatPrice, formatTime, shortHex } from '../format.js';
+import { formatDate, formatDuration, formatPower, formatPrice, formatTime, shortId } from '../format.js';
 
 /** An invite code as an SVG QR code (no network, no canvas). */
 function QrCode({ text }) {
@@ -184,7 +184,7 @@ export function NeighbourhoodPage({ ctx }) {
                       <th scope="row" data-label="Member">
                         {m.name || 'Neighbour'} <code class="muted" title={m.node_id}>{m.short_id}</code>{' '}
                         {m.me && <Badge kind="good">this node</Badge>} {m.admin && <Badge>admin</Badge>}
-                        {m.previous && <small class="muted"> (moved from {shortHex(m.previous)})</small>}
+                        {m.previous && <small class="muted"> (moved from {shortId(m.previous)})</small>}
                       </th>
                       <td data-label="Online">
                         <span>
@@ -195,7 +195,7 @@ export function NeighbourhoodPage({ ctx }) {
                       <td data-label="Solar" class="num">{m.pv_capacity_w ? formatPower(m.pv_capacity_w) : '–'}</td>
                       <td data-label="Member since">
                         <span>
-                          {formatDate(m.since_ms)} {m.how && <small class="muted">({m.how})</small>}
+                          {m.since_ms ? formatDate(m.since_ms) : '–'} {m.how && <small class="muted">({m.how})</small>}
                         </span>
                       </td>
                       <td data-label="Connection">
@@ -236,7 +236,7 @@ export function NeighbourhoodPage({ ctx }) {
               <tbody>
                 {s.peers.map((p) => (
                   <tr key={p.peer_id}>
-                    <td data-label="Node"><code title={p.peer_id}>{shortHex(p.node, 12) || shortHex(p.peer_id, 12)}</code></td>
+                    <td data-label="Node"><code title={p.peer_id}>{shortId(p.node) || shortId(p.peer_id)}</code></td>
                     <td data-label="Address"><code class="wrap">{p.address}</code></td>
                     <td data-label="Reach">{p.reach}</td>
                     <td data-label="Direction">{p.outbound ? 'we dialled' : 'they dialled'}</td>
@@ -248,7 +248,15 @@ export function NeighbourhoodPage({ ctx }) {
             </table>
           )}
           <p class="muted small">
-            This node: <code>{s.short_id}</code> · listening on {(s.listening ?? []).join(', ') || '–'}
+            This node: <code>{s.short_id}</code> · listening on{' '}
+            {(s.listening ?? []).length
+              ? s.listening.map((a, i) => (
+                  <span key={a}>
+                    {i > 0 && ', '}
+                    <code>{a}</code>
+                  </span>
+                ))
+              : '–'}
           </p>
         </Section>
       )}
@@ -261,7 +269,10 @@ export function NeighbourhoodPage({ ctx }) {
             <dt>Name</dt>
             <dd>{ch.name}</dd>
             <dt>Version</dt>
-            <dd>{ch.version} (in effect since {formatDate(ch.effective_ms)})</dd>
+            <dd>
+              {ch.version}
+              {ch.effective_ms ? ` (in effect since ${formatDate(ch.effective_ms)})` : ''}
+            </dd>
             <dt>Delivery slots</dt>
             <dd>{ch.slot_minutes} minutes</dd>
             <dt>Utility retail price</dt>
@@ -282,7 +293,7 @@ export function NeighbourhoodPage({ ctx }) {
             <dd>
               {(ch.admins ?? []).map((a) => (
                 <code key={a} title={a} class="chip">
-                  {shortHex(a)}
+                  {shortId(a)}
                 </code>
               ))}
             </dd>

@@ -2,7 +2,7 @@
 import { useMemo, useState } from 'preact/hooks';
 import { useApi } from '../api.js';
 import { Empty, ErrorNote, Field, Loading, PageHeader, Section, Stat } from '../components.jsx';
-import { exactMoney, formatEnergy, formatMoney, formatMonth } from '../format.js';
+import { exactMoney, formatEnergy, formatMoney, formatMonth, shortId } from '../format.js';
 
 export function StatementsPage({ ctx }) {
   const st = useApi('/api/statements', { every: 60000 });
@@ -68,7 +68,7 @@ export function StatementsPage({ ctx }) {
                 {rows.map((r) => (
                   <tr key={r.counterparty}>
                     <th scope="row" data-label="Neighbour">
-                      {r.counterparty_name || 'Neighbour'} <code class="muted">{r.counterparty}</code>
+                      {r.counterparty_name || 'Neighbour'} <code class="muted" title={r.counterparty}>{shortId(r.counterparty)}</code>
                     </th>
                     <td data-label="Sold to them" class="num">{formatEnergy(r.sold_wh)}</td>
                     <td data-label="Bought from them" class="num">{formatEnergy(r.bought_wh)}</td>
