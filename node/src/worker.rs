@@ -87,6 +87,15 @@ pub enum Outcome {
         /// Whether it came by sync.
         synced: bool,
     },
+    /// A member's addresses.
+    Presence {
+        /// Its envelope bytes.
+        bytes: Vec<u8>,
+        /// The decoded presence.
+        presence: Box<roster::Presence>,
+        /// Whether it came by sync (or from this node).
+        synced: bool,
+    },
     /// A membership message refused.
     RefusedRecord {
         /// Why.
@@ -220,9 +229,10 @@ pub fn spawn(
 /// The gossip verdict for a membership message.
 fn acceptance_of(o: &Outcome) -> MessageAcceptance {
     match o {
-        Outcome::Roster { .. } | Outcome::Charter { .. } | Outcome::Rekey { .. } => {
-            MessageAcceptance::Accept
-        }
+        Outcome::Roster { .. }
+        | Outcome::Charter { .. }
+        | Outcome::Rekey { .. }
+        | Outcome::Presence { .. } => MessageAcceptance::Accept,
         Outcome::RefusedRecord { provable: true, .. } => MessageAcceptance::Reject,
         _ => MessageAcceptance::Ignore,
     }
@@ -291,6 +301,18 @@ fn members(
             },
             Err(e) => {
                 let provable = e.is_provable() && !matches!(e, RosterError::UnknownCharter);
+                refused(e.to_string(), provable)
+            }
+        },
+        Some(Kind::Presence) => match roster::open_presence(data, chain) {
+            Ok(p) if neighbourhood::read(roster).is_member(&p.node) => Outcome::Presence {
+                bytes: data.to_vec(),
+                presence: Box::new(p),
+                synced,
+            },
+            Ok(_) => refused("presence of a non-member".into(), false),
+            Err(e) => {
+                let provable = e.is_provable();
                 refused(e.to_string(), provable)
             }
         },

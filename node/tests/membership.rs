@@ -441,3 +441,29 @@ async fn a_member_moves_to_a_new_key_and_keeps_its_membership() {
     admin.handle.stop().await;
     b.handle.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_share_their_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let hood = found(&root.join("admin"));
+    join(&root.join("b"), &hood);
+    let mut cfg = test_config(vec![]);
+    // The admin knows an address it is reachable at (a forwarded port on its router).
+    cfg.reach.external_addresses = vec!["/ip4/203.0.113.9/tcp/4100".into()];
+    let admin = TestNode::start(&root.join("admin"), cfg).await;
+    let admin_id = admin.handle.status().await.unwrap().node_id;
+    let b = TestNode::start(&root.join("b"), test_config(vec![admin.addr().await])).await;
+    let got = eventually(WAIT, || async {
+        let ms = b.handle.members().await.ok()?;
+        let a = ms.into_iter().find(|m| m.node_id == admin_id)?;
+        a.addrs
+            .iter()
+            .any(|x| x.starts_with("/ip4/203.0.113.9/tcp/4100"))
+            .then_some(())
+    })
+    .await;
+    assert!(got.is_some(), "B learns the admin's shared address");
+    admin.handle.stop().await;
+    b.handle.stop().await;
+}

@@ -40,6 +40,8 @@ pub enum Kind {
     Membership = 8,
     /// A new network key sealed to each remaining member, signed by an admin.
     Rekey = 9,
+    /// The addresses a member can be reached at, signed by the member.
+    Presence = 10,
 }
 
 impl Kind {
@@ -55,6 +57,7 @@ impl Kind {
             7 => Kind::Ticket,
             8 => Kind::Membership,
             9 => Kind::Rekey,
+            10 => Kind::Presence,
             _ => return None,
         })
     }

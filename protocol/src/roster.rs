@@ -176,6 +176,80 @@ pub struct SealedKey {
     pub sealed: Vec<u8>,
 }
 
+/// The most addresses in a [`Presence`].
+pub const MAX_PRESENCE_ADDRS: usize = 8;
+/// The longest address in a [`Presence`], in bytes.
+pub const MAX_ADDR_BYTES: usize = 256;
+
+/// Where a member can be reached: its external and relayed addresses (libp2p multiaddrs as
+/// text), re-signed whenever they change. Members dial each other with these, so homes behind
+/// separate routers find each other without a server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// The neighbourhood.
+    pub neighbourhood: NeighbourhoodId,
+    /// The member.
+    pub node: NodeId,
+    /// When it was signed, UTC ms; a newer one replaces an older one.
+    pub issued_ms: u64,
+    /// Its addresses, at most [`MAX_PRESENCE_ADDRS`], each printable ASCII of at most
+    /// [`MAX_ADDR_BYTES`] bytes.
+    pub addrs: Vec<String>,
+    /// Extensions.
+    pub ext: Vec<Extension>,
+}
+
+impl Message for Presence {
+    const KIND: Kind = Kind::Presence;
+}
+
+/// Signs this node's presence.
+pub fn sign_presence(
+    chain: &CharterChain,
+    key: &NodeKey,
+    issued_ms: u64,
+    addrs: Vec<String>,
+) -> Envelope {
+    let p = Presence {
+        neighbourhood: chain.neighbourhood(),
+        node: key.node_id(),
+        issued_ms,
+        addrs: addrs
+            .into_iter()
+            .filter(|a| a.len() <= MAX_ADDR_BYTES)
+            .take(MAX_PRESENCE_ADDRS)
+            .collect(),
+        ext: Vec::new(),
+    };
+    Envelope::seal(&p, chain.at(issued_ms).hash, key)
+}
+
+/// Opens a presence envelope: one signature by the node it describes, fields in range.
+/// Whether the node is a member is the caller's business (the roster).
+pub fn open_presence(bytes: &[u8], chain: &CharterChain) -> Result<Presence, RosterError> {
+    let env = Envelope::from_bytes(bytes)?;
+    let p: Presence = env.payload_as()?;
+    chain.get(&env.charter).ok_or(RosterError::UnknownCharter)?;
+    if p.neighbourhood != chain.neighbourhood() {
+        return Err(RosterError::WrongNeighbourhood);
+    }
+    if env.signatures.len() != 1 || env.signer() != p.node {
+        return Err(RosterError::NotAuthorised(
+            "a presence is signed by its node",
+        ));
+    }
+    if p.addrs.len() > MAX_PRESENCE_ADDRS
+        || p.addrs.iter().any(|a| {
+            a.is_empty() || a.len() > MAX_ADDR_BYTES || !a.bytes().all(|b| b.is_ascii_graphic())
+        })
+    {
+        return Err(RosterError::Field("addrs"));
+    }
+    check_ext(&p.ext)?;
+    env.verify_signatures()?;
+    Ok(p)
+}
+
 /// Why a roster record was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RosterError {
@@ -1007,6 +1081,40 @@ mod tests {
             Err(RosterError::Stale)
         );
         assert!(r.insert(&rec, &chain, Some(T0 + 86_400_000)).is_ok());
+    }
+
+    #[test]
+    fn a_presence_is_signed_by_its_node_and_bounded() {
+        let chain = sample::chain();
+        let k = key(70);
+        let addrs = vec!["/ip4/203.0.113.7/tcp/4100".to_string()];
+        let env = sign_presence(&chain, &k, T0, addrs.clone());
+        let p = open_presence(&env.to_bytes(), &chain).unwrap();
+        assert_eq!((p.node, p.addrs), (k.node_id(), addrs));
+        // Someone else's signature over it is refused.
+        let mut forged = env.clone();
+        forged.signatures.clear();
+        forged.add_signature(&key(71));
+        assert!(open_presence(&forged.to_bytes(), &chain).is_err());
+        // Too many addresses are cut when signing and refused when received.
+        let many: Vec<String> = (0..20).map(|i| format!("/ip4/10.0.0.{i}/tcp/1")).collect();
+        let env = sign_presence(&chain, &k, T0, many.clone());
+        assert_eq!(
+            open_presence(&env.to_bytes(), &chain).unwrap().addrs.len(),
+            MAX_PRESENCE_ADDRS
+        );
+        let p = Presence {
+            neighbourhood: chain.neighbourhood(),
+            node: k.node_id(),
+            issued_ms: T0,
+            addrs: many,
+            ext: Vec::new(),
+        };
+        let env = Envelope::seal(&p, chain.at(T0).hash, &k);
+        assert_eq!(
+            open_presence(&env.to_bytes(), &chain),
+            Err(RosterError::Field("addrs"))
+        );
     }
 
     #[test]

@@ -351,7 +351,7 @@ pub fn validate_archival(
     let kind = env.known_kind()?;
     if matches!(
         kind,
-        Kind::Charter | Kind::Ticket | Kind::Membership | Kind::Rekey
+        Kind::Charter | Kind::Ticket | Kind::Membership | Kind::Rekey | Kind::Presence
     ) {
         return Err(Invalid::KindNotAllowed(kind));
     }
@@ -409,7 +409,7 @@ fn decode_and_check(
             check_settlement(c, env, &s, !partial)?;
             Msg::Settlement(s)
         }
-        Kind::Charter | Kind::Ticket | Kind::Membership | Kind::Rekey => {
+        Kind::Charter | Kind::Ticket | Kind::Membership | Kind::Rekey | Kind::Presence => {
             return Err(Invalid::KindNotAllowed(kind));
         }
     })

@@ -77,6 +77,9 @@ pub struct MemberView {
     pub online: bool,
     /// The key it migrated from, if any (hex).
     pub previous: Option<String>,
+    /// The addresses it last shared (its signed presence).
+    #[serde(default)]
+    pub addrs: Vec<String>,
 }
 
 /// A ticket this node issued, and what became of it.
@@ -237,6 +240,7 @@ impl Core {
                     warn!("this node is no longer a member of the neighbourhood");
                 }
                 Transition::Expelled(n) => {
+                    self.presence.remove(&n);
                     info!(member = %n.short(), "no longer a member; disconnecting it");
                     if let Some(p) = net::peer_id_of(&n) {
                         self.net.disconnect(p, true);
@@ -311,6 +315,54 @@ impl Core {
         if publish {
             self.publish_member_msg(bytes).await;
         }
+    }
+
+    /// A member's addresses: the newest per member is kept, handed to the network's address
+    /// book (so dialling the member by id tries them) and served by roster sync.
+    pub(super) async fn on_presence(&mut self, bytes: Vec<u8>, p: roster::Presence, publish: bool) {
+        if self
+            .presence
+            .get(&p.node)
+            .is_some_and(|(t, _)| *t >= p.issued_ms)
+        {
+            return;
+        }
+        if p.node != self.key.node_id() {
+            if let Some(peer) = net::peer_id_of(&p.node) {
+                let addrs: Vec<libp2p::Multiaddr> =
+                    p.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+                let _ = self.net.add_addresses(peer, addrs).await;
+            }
+        }
+        // Bounded by the roster: only members' presence gets here.
+        self.presence.insert(p.node, (p.issued_ms, bytes.clone()));
+        if publish {
+            self.publish_member_msg(bytes).await;
+        }
+    }
+
+    /// Signs and shares this node's addresses (when they change, and every ten minutes so
+    /// that members who missed one learn them).
+    pub(super) async fn share_presence(&mut self, addrs: Vec<libp2p::Multiaddr>) {
+        if addrs.is_empty() {
+            return;
+        }
+        self.presence_shared = Some(Instant::now());
+        let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        let env = roster::sign_presence(&self.n.chain, &self.key, self.clock.now_ms(), addrs);
+        let _ = self.submit(env.to_bytes()).await;
+    }
+
+    /// Re-shares this node's addresses if it has not for ten minutes.
+    pub(super) async fn refresh_presence(&mut self) {
+        if self
+            .presence_shared
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(600))
+        {
+            return;
+        }
+        let addrs = self.net.external_addresses().await.unwrap_or_default();
+        self.share_presence(addrs).await;
     }
 
     /// Switches to a received network key once its time has come.
@@ -394,6 +446,7 @@ impl Core {
         if let Ok(Ok(rekeys)) = tokio::task::spawn_blocking(move || store.rekeys()).await {
             all.extend(rekeys);
         }
+        all.extend(self.presence.values().map(|(_, b)| b.clone()));
         let start = (skip as usize).min(all.len());
         let items: Vec<Vec<u8>> = all[start..].iter().take(MAX_SYNC_ITEMS).cloned().collect();
         let more = start + items.len() < all.len();
@@ -483,6 +536,7 @@ impl Core {
                 me: m.node == me,
                 online: is_online(&m.node),
                 previous: m.previous.map(|p| p.to_hex()),
+                addrs: self.shared_addrs(&m.node),
             })
             .collect();
         for a in &charter.admins {
@@ -498,11 +552,22 @@ impl Core {
                     me: *a == me,
                     online: is_online(a),
                     previous: None,
+                    addrs: self.shared_addrs(a),
                 });
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.node_id.cmp(&b.node_id)));
         out
+    }
+
+    /// The addresses `node` last shared.
+    fn shared_addrs(&self, node: &NodeId) -> Vec<String> {
+        self.presence
+            .get(node)
+            .and_then(|(_, b)| Envelope::from_bytes(b).ok())
+            .and_then(|e| e.payload_as::<roster::Presence>().ok())
+            .map(|p| p.addrs)
+            .unwrap_or_default()
     }
 
     /// The tickets this node issued.

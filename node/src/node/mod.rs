@@ -542,6 +542,8 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         data_dir,
         probation: HashMap::new(),
         pending_rekey,
+        presence: HashMap::new(),
+        presence_shared: None,
         clock,
         store,
         net,
@@ -601,6 +603,10 @@ struct Core {
     probation: HashMap<PeerId, Instant>,
     /// A rotated network key to switch to: (epoch, effective UTC ms, key).
     pending_rekey: Option<(u32, u64, [u8; 32])>,
+    /// Each member's newest presence (signed addresses): issued ms and envelope bytes.
+    presence: HashMap<NodeId, (u64, Vec<u8>)>,
+    /// When this node last shared its own addresses.
+    presence_shared: Option<Instant>,
     clock: Clock,
     store: Store,
     net: NetHandle,
@@ -733,6 +739,7 @@ impl Core {
         self.quotas
             .retain(|_, (t, _)| t.elapsed() < Duration::from_secs(60));
         self.end_probations();
+        self.refresh_presence().await;
     }
 
     async fn outcome(&mut self, o: Outcome) {
@@ -770,6 +777,11 @@ impl Core {
                 rekey,
                 synced,
             } => self.on_rekey(bytes, *rekey, synced).await,
+            Outcome::Presence {
+                bytes,
+                presence,
+                synced,
+            } => self.on_presence(bytes, *presence, synced).await,
             Outcome::RefusedRecord {
                 why,
                 provable,
@@ -890,7 +902,8 @@ impl Core {
             }
             NetEvent::Listening(addr) => self.start_mdns(&addr),
             // Shared with members once the roster carries addresses (membership, issue 4).
-            NetEvent::PeerDisconnected(_) | NetEvent::ExternalAddresses(_) => {}
+            NetEvent::ExternalAddresses(addrs) => self.share_presence(addrs).await,
+            NetEvent::PeerDisconnected(_) => {}
         }
     }
 
