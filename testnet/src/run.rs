@@ -262,10 +262,15 @@ pub async fn run(
         homes.len(),
         o.out.display()
     );
-    for h in &homes {
+    println!("Each home's web UI (sign in with its one-time setup code the first time):");
+    for (i, h) in homes.iter().enumerate() {
+        let code = std::fs::read_to_string(wattmesh_node::web::setup_code_path(&h.dir))
+            .map(|c| c.trim().to_owned())
+            .unwrap_or_else(|_| "(already set up)".into());
         println!(
-            "  {}  wattmesh --data-dir {} status",
+            "  {}  http://127.0.0.1:{}/  setup code {code}   (CLI: wattmesh --data-dir {} status)",
             h.name,
+            web_port(o, i),
             h.dir.display()
         );
     }
