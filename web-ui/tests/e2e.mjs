@@ -384,7 +384,8 @@ await check('CSV download has a header and a row', async () => {
   await go(page, '#/downloads');
   await heading(page, 'Downloads');
   // Through tomorrow, so a trade in a slot just after midnight is inside the range too.
-  const tomorrow = new Date(Date.now() + 86400000);
+  const nodeNow = (await inPage(page, '/api/status')).body.now_ms; // the node's clock may differ
+  const tomorrow = new Date(nodeNow + 86400000);
   const p = (x) => String(x).padStart(2, '0');
   await page.getByLabel('Last day').fill(`${tomorrow.getFullYear()}-${p(tomorrow.getMonth() + 1)}-${p(tomorrow.getDate())}`);
   const [dl] = await Promise.all([page.waitForEvent('download'), page.getByTestId('download-trades').click()]);

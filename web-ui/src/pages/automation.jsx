@@ -4,7 +4,8 @@ import { canTrade, nodeNow, put, useApi } from '../api.js';
 import {
   Badge, Check, Empty, ErrorNote, Field, Loading, Notice, PageHeader, Section, useAction,
 } from '../components.jsx';
-import { formatPrice, formatSlot, formatTime, kwhInput, minorUnit, parseKwh, parsePrice, priceInput } from '../format.js';
+import { humanize } from '../logic.js';
+import { formatPrice, formatTime, kwhInput, minorUnit, parseKwh, parsePrice, priceInput } from '../format.js';
 
 const PRICE = ['min_sell_price', 'max_buy_price'];
 const ENERGY = ['sell_above_wh', 'max_sell_wh', 'max_buy_wh'];
@@ -53,14 +54,6 @@ const NAMES = {
   ramp_minutes: 'price ramp',
   utc_offset_minutes: 'time zone offset',
 };
-
-/** Makes the trader's log text easier to read: times of day for slot times (UTC ms), short
- * offer nonces. */
-export function humanize(text, slotMinutes) {
-  return String(text ?? '')
-    .replace(/\b(1\d{12})\b/g, (m) => formatSlot(Number(m), slotMinutes, nodeNow()))
-    .replace(/\b(\d{6})\d{10,}\b/g, '#$1…');
-}
 
 function describeAction(a) {
   if (a == null) return '';
@@ -227,8 +220,8 @@ export function AutomationPage({ ctx }) {
                 .map((e, i) => (
                   <li key={`${e.at_ms}-${i}`}>
                     <time dateTime={new Date(e.at_ms).toISOString()}>{formatTime(e.at_ms, nodeNow())}</time>
-                    <strong>{humanize(describeAction(e.action), ctx.slotMinutes)}</strong>
-                    <span class="why">{humanize(e.why, ctx.slotMinutes)}</span>
+                    <strong>{humanize(describeAction(e.action), ctx.slotMinutes, c, nodeNow())}</strong>
+                    <span class="why">{humanize(e.why, ctx.slotMinutes, c, nodeNow())}</span>
                   </li>
                 ))}
             </ol>

@@ -52,7 +52,8 @@ export function MeterPage({ ctx }) {
             ) : (
               <>
                 <Chart label="Mean power per minute over the last hour" build={powerChart({ battery })} data={data} chartKey={`m-${battery}`} />
-                <table class="table responsive">
+                <div class="scroll-x" tabIndex={0} role="region" aria-label="Last minutes">
+                <table class="table">
                   <caption>Last minutes</caption>
                   <thead>
                     <tr>
@@ -79,6 +80,7 @@ export function MeterPage({ ctx }) {
                     ))}
                   </tbody>
                 </table>
+                </div>
               </>
             )}
           </Section>
