@@ -68,6 +68,7 @@ export function SetupPage() {
           <input
             id="setup-user"
             name="username"
+            maxLength={32}
             required
             autocomplete="username"
             autocapitalize="off"
@@ -124,6 +125,7 @@ export function LoginPage() {
           <input
             id="login-user"
             name="username"
+            maxLength={32}
             required
             autocomplete="username"
             autocapitalize="off"

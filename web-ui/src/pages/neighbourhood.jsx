@@ -47,7 +47,7 @@ function IssueInvite({ onIssued }) {
     <div>
       <form class="form-grid" onSubmit={submit} data-testid="invite-form">
         <Field label="Who is it for?" id="inv-note" hint="A note for yourself, e.g. “Number 12”.">
-          <input id="inv-note" value={note} maxLength={100} onInput={(e) => setNote(e.currentTarget.value)} aria-describedby="inv-note-hint" />
+          <input id="inv-note" value={note} maxLength={64} onInput={(e) => setNote(e.currentTarget.value)} aria-describedby="inv-note-hint" />
         </Field>
         <Field label="Valid for" id="inv-days">
           <select id="inv-days" value={days} onChange={(e) => setDays(e.currentTarget.value)}>

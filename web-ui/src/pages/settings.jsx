@@ -62,7 +62,7 @@ function Accounts({ me }) {
       <h3>Add an account</h3>
       <form class="form-grid" onSubmit={submit} data-testid="add-user-form">
         <Field label="User name" id="u-name">
-          <input id="u-name" required autocomplete="off" autocapitalize="off" value={name} onInput={(e) => setName(e.currentTarget.value)} />
+          <input id="u-name" maxLength={32} required autocomplete="off" autocapitalize="off" value={name} onInput={(e) => setName(e.currentTarget.value)} />
         </Field>
         <Field label="Password" id="u-pw" hint="At least 8 characters.">
           <input id="u-pw" type="password" required minLength={8} autocomplete="new-password" value={pw} onInput={(e) => setPw(e.currentTarget.value)} aria-describedby="u-pw-hint" />
