@@ -173,7 +173,7 @@ export function useApi(path, { every = 0 } = {}) {
 }
 
 // Live power from server-sent events, shared by every page that shows it.
-const live = { last: null, history: [], connected: false, es: null, users: 0 };
+const live = { last: null, receivedAt: 0, history: [], connected: false, es: null, users: 0 };
 const liveListeners = new Set();
 const LIVE_KEEP_MS = 15 * 60 * 1000;
 
@@ -197,6 +197,7 @@ function liveOpen() {
       return;
     }
     live.last = p;
+    live.receivedAt = Date.now(); // the browser's clock: ages do not depend on the node's
     live.connected = true;
     live.history.push(p);
     const cut = (p.at_ms ?? Date.now()) - LIVE_KEEP_MS;

@@ -10,9 +10,9 @@ import {
 
 export function LivePower({ compact = false }) {
   const live = useLive();
-  const now = useNow(1000);
+  useNow(1000); // re-render every second for the age
   const p = live.last;
-  const age = p ? Math.max(0, Math.round((now - p.at_ms) / 1000)) : null;
+  const age = p ? Math.max(0, Math.round((Date.now() - live.receivedAt) / 1000)) : null;
   const importing = p && p.grid_w > 0;
   return (
     <div>
@@ -30,7 +30,7 @@ export function LivePower({ compact = false }) {
         <span class={`dot ${live.connected ? 'on' : ''}`} aria-hidden="true" />{' '}
         {p ? (
           <span data-testid="live-at" data-at={p.at_ms}>
-            Live · {formatClock(p.at_ms)} ({age} s ago)
+            Live · {formatClock(p.at_ms)} (received {age} s ago)
           </span>
         ) : live.connected ? (
           'Connected, waiting for the first reading…'
