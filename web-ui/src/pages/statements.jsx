@@ -97,8 +97,9 @@ export function StatementsPage({ ctx }) {
             </table>
             <p class="muted small">
               Netting: with each neighbour only the difference changes hands: what they owe you for
-              energy you sold them, minus what you owe them for energy you bought. Amounts are from
-              settled trades, by what the meters measured.
+              energy you sold them, minus what you owe them for energy you bought. A settled trade
+              counts at the energy the meters showed delivered, one not yet settled at the energy
+              agreed.
             </p>
           </>
         )}
