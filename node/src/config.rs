@@ -34,6 +34,17 @@ pub struct Config {
     pub trader: crate::market::trader::Limits,
     /// The web UI.
     pub web: crate::web::WebConfig,
+    /// Fault injection, for the testnet's hostile home only.
+    pub testing: TestingConfig,
+}
+
+/// Fault injection. Never turn this on for a real home.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TestingConfig {
+    /// Let the control socket publish raw bytes on a gossip topic, bypassing every check (the
+    /// testnet's hostile home sends forged, replayed, malformed and oversized messages so).
+    pub allow_raw_publish: bool,
 }
 
 /// Networking settings.
@@ -208,6 +219,7 @@ impl Default for Config {
             meter: crate::metering::MeterConfig::default(),
             trader: crate::market::trader::Limits::default(),
             web: crate::web::WebConfig::default(),
+            testing: TestingConfig::default(),
         }
     }
 }

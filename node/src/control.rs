@@ -56,6 +56,14 @@ pub enum ControlRequest {
     },
     /// Sign a new charter version.
     Amend(Amendment),
+    /// Publish raw bytes on a gossip topic (the testnet's hostile home; refused unless the
+    /// config's `[testing] allow_raw_publish` is on).
+    PublishRaw {
+        /// `offers`, `attestations` or `members`.
+        topic: crate::net::behaviour::TopicKind,
+        /// The bytes, hex.
+        hex: String,
+    },
     /// Take an offer from the book.
     Take {
         /// The maker's node id (hex).
@@ -78,6 +86,7 @@ const MAX_LINE: usize = 64 * 1024;
 pub async fn serve(
     data_dir: &Path,
     node: NodeHandle,
+    allow_raw: bool,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let path = socket_path(data_dir);
     if path.exists() {
@@ -96,7 +105,7 @@ pub async fn serve(
         while let Ok((stream, _)) = listener.accept().await {
             let node = node.clone();
             tokio::spawn(async move {
-                if let Err(e) = connection(stream, node).await {
+                if let Err(e) = connection(stream, node, allow_raw).await {
                     debug!("control connection: {e}");
                 }
             });
@@ -104,7 +113,7 @@ pub async fn serve(
     }))
 }
 
-async fn connection(stream: UnixStream, node: NodeHandle) -> anyhow::Result<()> {
+async fn connection(stream: UnixStream, node: NodeHandle, allow_raw: bool) -> anyhow::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r.take(MAX_LINE as u64 * 64)).lines();
     while let Some(line) = lines.next_line().await? {
@@ -112,7 +121,7 @@ async fn connection(stream: UnixStream, node: NodeHandle) -> anyhow::Result<()> 
             break;
         }
         let answer = match serde_json::from_str::<ControlRequest>(&line) {
-            Ok(req) => handle(req, &node).await,
+            Ok(req) => handle(req, &node, allow_raw).await,
             Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}),
         };
         w.write_all(format!("{answer}\n").as_bytes()).await?;
@@ -120,7 +129,7 @@ async fn connection(stream: UnixStream, node: NodeHandle) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn handle(req: ControlRequest, node: &NodeHandle) -> serde_json::Value {
+async fn handle(req: ControlRequest, node: &NodeHandle, allow_raw: bool) -> serde_json::Value {
     use serde_json::json;
     let stopped = || json!({"ok": false, "error": "the node is stopping"});
     match req {
@@ -167,6 +176,19 @@ async fn handle(req: ControlRequest, node: &NodeHandle) -> serde_json::Value {
         ControlRequest::Revoke { ticket } => said(node.revoke(ticket).await),
         ControlRequest::Remove { member, moved_to } => said(node.remove(member, moved_to).await),
         ControlRequest::Amend(a) => said(node.amend(a).await),
+        ControlRequest::PublishRaw { topic, hex } => {
+            if !allow_raw {
+                return json!({"ok": false, "error": "raw publishing is off ([testing] allow_raw_publish)"});
+            }
+            match ::hex::decode(hex.trim()) {
+                Err(e) => json!({"ok": false, "error": format!("not hex: {e}")}),
+                Ok(bytes) => match node.publish_raw(topic, bytes).await {
+                    Ok(Ok(())) => json!({"ok": true}),
+                    Ok(Err(e)) => json!({"ok": false, "error": e}),
+                    Err(_) => stopped(),
+                },
+            }
+        }
         ControlRequest::Take {
             maker,
             nonce,

@@ -577,12 +577,16 @@ async fn run(data_dir: &Path, cfg_path: &Path) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = Config::load(cfg_path)?;
+    let allow_raw = config.testing.allow_raw_publish;
+    if allow_raw {
+        tracing::warn!("[testing] allow_raw_publish is on: this node can be told to send anything");
+    }
     let running = node::start(NodeOptions {
         data_dir: data_dir.to_owned(),
         config,
     })
     .await?;
-    let server = control::serve(data_dir, running.handle.clone()).await?;
+    let server = control::serve(data_dir, running.handle.clone(), allow_raw).await?;
     let status = running.handle.status().await?;
     for a in &status.listening {
         tracing::info!(address = %a, "reachable at");

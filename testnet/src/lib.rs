@@ -1,9 +1,11 @@
 //! Simulated wattmesh neighbourhoods on one machine.
 //!
-//! Until the node's networking lands (issue 3) and the multi-process testnet is built on it
-//! (issue 8), this crate holds the protocol walkthrough: one slot of a neighbourhood played
-//! through the real protocol code in one process, with every message sealed, encoded,
-//! decoded and validated as a receiving node would.
+//! - [`run`]: a neighbourhood of real `wattmesh` processes on loopback, on one accelerated
+//!   clock, driven by a [`scenario`] (charter, home mix, faults, a [`hostile`] home), with a
+//!   report and `--check`;
+//! - [`walkthrough`]: one slot played through the real protocol code in one process.
 
+pub mod hostile;
 pub mod run;
+pub mod scenario;
 pub mod walkthrough;

@@ -16,15 +16,24 @@ enum Command {
     /// Run a neighbourhood of real `wattmesh` processes on loopback, each home with a simulated
     /// meter and the automatic trader on, on one accelerated clock. Ctrl-C stops it cleanly.
     Run {
-        /// Number of homes.
-        #[arg(long, default_value_t = 5)]
-        homes: usize,
-        /// Simulated seconds per real second.
-        #[arg(long, default_value_t = 20)]
-        speed: u32,
-        /// Simulated minutes to run.
-        #[arg(long, default_value_t = 60)]
-        duration: u64,
+        /// A scenario file (configs/testnet/*.toml): charter, home mix, faults, hostile home,
+        /// what --check expects. The options below override it.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Number of homes (default 5).
+        #[arg(long)]
+        homes: Option<usize>,
+        /// Simulated seconds per real second (default 20).
+        #[arg(long)]
+        speed: Option<u32>,
+        /// Simulated minutes to run (default 60).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Exit non-zero, saying why, when an invariant fails (mismatched or unsettled trades,
+        /// a hostile message accepted, a healthy home crashed, fewer trades or settlements
+        /// than the scenario expects).
+        #[arg(long)]
+        check: bool,
         /// Directory for the homes' data, logs and the summary.
         #[arg(long, default_value = "out/testnet")]
         out: PathBuf,
@@ -66,33 +75,54 @@ fn main() -> std::process::ExitCode {
 fn real_main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run {
+            scenario,
             homes,
             speed,
             duration,
+            check,
             out,
             base_port,
         } => {
+            let mut sc = match &scenario {
+                Some(p) => wattmesh_testnet::scenario::Scenario::load(p)?,
+                None => wattmesh_testnet::scenario::Scenario::default(),
+            };
+            if let Some(h) = homes {
+                sc.homes = h;
+                sc.faults.retain(|f| f.home < h);
+            }
+            if let Some(v) = speed {
+                sc.speed = v;
+            }
+            if let Some(v) = duration {
+                sc.duration_min = v;
+            }
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 let opts = wattmesh_testnet::run::Options {
-                    homes,
-                    speed,
-                    duration_min: duration,
+                    homes: sc.homes,
+                    speed: sc.speed,
+                    duration_min: sc.duration_min,
                     out,
                     base_port,
                     bin: wattmesh_bin(),
-                    // 2026-06-21 16:00 UTC: a summer late morning in Ames (11:00 local).
-                    start_ms: 1_782_057_600_000,
+                    start_ms: sc.start_ms,
+                    scenario: sc,
                 };
                 let stop = async {
                     let _ = tokio::signal::ctrl_c().await;
                 };
                 let s = wattmesh_testnet::run::run(&opts, stop).await?;
                 println!("{}", serde_json::to_string_pretty(&s)?);
-                anyhow::ensure!(
-                    s.mismatched_trades == 0,
-                    "some trades differ between their two parties"
-                );
+                println!("report: {}", opts.out.join("report.json").display());
+                if check {
+                    anyhow::ensure!(
+                        s.check_failures.is_empty(),
+                        "--check failed:\n  {}",
+                        s.check_failures.join("\n  ")
+                    );
+                    println!("--check: every invariant holds");
+                }
                 Ok(())
             })
         }

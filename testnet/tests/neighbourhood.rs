@@ -23,6 +23,7 @@ async fn a_small_neighbourhood_trades_and_settles_consistently() {
         bin,
         // A summer late morning in Ames: PV homes have surplus, the others need energy.
         start_ms: 1_782_057_600_000,
+        scenario: wattmesh_testnet::scenario::Scenario::default(),
     };
     let s = wattmesh_testnet::run::run(&opts, std::future::pending())
         .await

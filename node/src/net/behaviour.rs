@@ -19,7 +19,7 @@ pub const TRADE_PROTOCOL: StreamProtocol = StreamProtocol::new("/wattmesh/trade/
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/wattmesh/sync/1");
 
 /// Gossip topics: one per message kind per neighbourhood.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TopicKind {
     /// Offers.
