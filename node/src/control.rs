@@ -75,6 +75,17 @@ pub enum ControlRequest {
     },
     /// The node's trades.
     Trades,
+    /// Statements, balances, reputation, agreements, payments and disputes.
+    Ledger,
+    /// Propose an agreement, declare a payment, decide on a document, or write a dispute note.
+    Doc(crate::node::DocRequest),
+    /// The signed export of the node's trades in a range of slots.
+    SignedExport {
+        /// First slot start, UTC ms.
+        from: u64,
+        /// End, UTC ms, exclusive.
+        to: u64,
+    },
     /// Stop the node.
     Stop,
 }
@@ -203,6 +214,16 @@ async fn handle(req: ControlRequest, node: &NodeHandle, allow_raw: bool) -> serd
         },
         ControlRequest::Trades => match node.trades().await {
             Ok(t) => json!({"ok": true, "trades": t}),
+            Err(_) => stopped(),
+        },
+        ControlRequest::Ledger => match node.ledger().await {
+            Ok(l) => json!({"ok": true, "ledger": l}),
+            Err(_) => stopped(),
+        },
+        ControlRequest::Doc(r) => said(node.doc(r).await),
+        ControlRequest::SignedExport { from, to } => match node.signed_export(from, to).await {
+            Ok(Ok(f)) => json!({"ok": true, "export": f}),
+            Ok(Err(e)) => json!({"ok": false, "error": e}),
             Err(_) => stopped(),
         },
         ControlRequest::Stop => {

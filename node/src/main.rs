@@ -149,6 +149,75 @@ enum Command {
     },
     /// List the running node's trades.
     Trades,
+    /// Statements, balances per neighbour, delivery records, agreements, payments and
+    /// disputes.
+    Ledger {
+        /// Print the whole ledger as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Propose a standing agreement to a neighbour: up to --wh per slot, on the given days
+    /// and hours, for --days days from the next slot, at --price.
+    Agree {
+        /// The neighbour's node id (hex).
+        with: String,
+        /// `sell` (you sell to them) or `buy`.
+        #[arg(value_enum)]
+        side: SideCli,
+        /// Energy per slot, Wh.
+        #[arg(long)]
+        wh: u64,
+        /// Price in cents (minor units) per kWh, e.g. 9.5.
+        #[arg(long)]
+        price: String,
+        /// How many days it runs (at most 92).
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        /// Local hours it covers, `from-to` (e.g. 12-16).
+        #[arg(long, default_value = "0-24")]
+        hours: String,
+        /// Days of the week: `all`, `weekdays`, `weekends`, or a list like `mon,wed,fri`.
+        #[arg(long, default_value = "all")]
+        weekdays: String,
+    },
+    /// Declare that you paid a neighbour; it confirms with `wattmesh accept`.
+    Pay {
+        /// The neighbour's node id (hex).
+        to: String,
+        /// Amount in cents (minor units), e.g. 125.5.
+        amount: String,
+        /// How you paid.
+        #[arg(long, default_value = "")]
+        reference: String,
+    },
+    /// Countersign an agreement or confirm a payment a neighbour sent you (its id from
+    /// `wattmesh ledger`).
+    Accept {
+        /// The document id.
+        id: String,
+    },
+    /// Decline an agreement or payment a neighbour sent you.
+    Decline {
+        /// The document id.
+        id: String,
+    },
+    /// Write in a trade's dispute: open it, answer, or resolve it with an amount (resolved
+    /// when both sides name the same amount).
+    Dispute {
+        /// The trade's taker (hex, from `wattmesh trades`).
+        taker: String,
+        /// The trade's nonce.
+        nonce: u64,
+        /// `open`, `answer` or `resolve`.
+        #[arg(long, value_enum, default_value_t = StageCli::Answer)]
+        stage: StageCli,
+        /// What you say.
+        #[arg(long, default_value = "")]
+        text: String,
+        /// For `resolve`: what the buyer owes for the trade, cents (minor units).
+        #[arg(long)]
+        amount: Option<String>,
+    },
     /// Print live meter readings (to wire and calibrate a meter). Reads the meter directly
     /// when the node is not running, through the node when it is.
     Meter {
@@ -171,6 +240,17 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Check signed exports (from `wattmesh export signed`) from one or more homes, and
+    /// reconcile them: every signature, that both parties' copies of a trade agree, and each
+    /// home's totals per slot, to compare with the operator's own meters. Needs no node.
+    VerifyExport {
+        /// The export files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print the per-slot totals as CSV.
+        #[arg(long)]
+        csv: bool,
+    },
     /// Show or back up the node's identity key (created on first use).
     Keys {
         #[command(subcommand)]
@@ -184,6 +264,49 @@ enum ExportWhat {
     Trades,
     /// The offers in the node's book.
     Offers,
+    /// The signed export of the node's trades with their evidence (JSON), for the utility
+    /// or the subdivision's operator; check it with `wattmesh verify-export`.
+    Signed,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StageCli {
+    Open,
+    Answer,
+    Resolve,
+}
+
+/// Parses `12-16` into local minutes of the day.
+fn parse_hours(s: &str) -> anyhow::Result<(u16, u16)> {
+    let (a, b) = s
+        .split_once('-')
+        .with_context(|| format!("hours {s:?}: give them as from-to, e.g. 12-16"))?;
+    let (a, b): (u16, u16) = (a.trim().parse()?, b.trim().parse()?);
+    if a >= b || b > 24 {
+        bail!("hours {s:?}: from must be before to, within 0-24");
+    }
+    Ok((a * 60, b * 60))
+}
+
+/// Parses a weekday set into a mask (bit 0 Monday).
+fn parse_weekdays(s: &str) -> anyhow::Result<u8> {
+    const NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    Ok(match s.trim() {
+        "all" => 0b111_1111,
+        "weekdays" => 0b001_1111,
+        "weekends" => 0b110_0000,
+        list => {
+            let mut m = 0u8;
+            for d in list.split(',') {
+                let i = NAMES
+                    .iter()
+                    .position(|n| *n == d.trim().to_ascii_lowercase())
+                    .with_context(|| format!("weekday {d:?}: use mon, tue, ... sun"))?;
+                m |= 1 << i;
+            }
+            m
+        }
+    })
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -232,6 +355,96 @@ fn parse_price(s: &str) -> anyhow::Result<u64> {
     w.checked_mul(1000)
         .and_then(|x| x.checked_add(f))
         .context("price too large")
+}
+
+async fn doc_call(data_dir: &Path, req: node::DocRequest, done: &str) -> anyhow::Result<()> {
+    let v = ok(control::call(data_dir, &ControlRequest::Doc(req)).await?)?;
+    let id = v["message"].as_str().unwrap_or_default();
+    if id.is_empty() {
+        println!("{done}");
+    } else {
+        println!("{id}: {done}");
+    }
+    Ok(())
+}
+
+/// Money in milli-minor units as minor units with three decimals.
+fn money(v: &Value) -> String {
+    let m = v.as_i64().unwrap_or(0);
+    let sign = if m < 0 { "-" } else { "" };
+    format!(
+        "{sign}{}.{:03}",
+        m.unsigned_abs() / 1000,
+        m.unsigned_abs() % 1000
+    )
+}
+
+fn print_ledger(l: &Value) {
+    let empty = Vec::new();
+    let list = |k: &str| l[k].as_array().unwrap_or(&empty).clone();
+    println!("Balances (cents; positive: they owe you)");
+    for b in list("balances") {
+        let peer = b["counterparty"].as_str().unwrap_or_default();
+        println!(
+            "  {}  sold {:>7} Wh  bought {:>7} Wh  net {:>10}  received {:>10}  paid {:>10}  balance {:>10}  pending {:>10}  open disputes {}",
+            peer.get(..8).unwrap_or(peer),
+            b["sold_wh"],
+            b["bought_wh"],
+            money(&b["net"]),
+            money(&b["payments_received"]),
+            money(&b["payments_made"]),
+            money(&b["closing"]),
+            money(&b["pending"]),
+            b["open_disputes"],
+        );
+    }
+    println!("Delivery as sellers to you");
+    for r in list("reputation") {
+        let peer = r["peer"].as_str().unwrap_or_default();
+        let share = r["delivered_permille"]
+            .as_u64()
+            .map_or("-".to_string(), |p| format!("{}.{}%", p / 10, p % 10));
+        println!(
+            "  {}  promised {:>7} Wh  delivered {:>7} Wh  {share}  disputed {}",
+            peer.get(..8).unwrap_or(peer),
+            r["promised_wh"],
+            r["delivered_wh"],
+            r["disputed"],
+        );
+    }
+    println!("Agreements and payments");
+    for d in list("documents") {
+        println!(
+            "  {}  {} {} {} with {}",
+            d["id"].as_str().unwrap_or_default(),
+            d["kind"].as_str().unwrap_or_default(),
+            d["state"].as_str().unwrap_or_default(),
+            if d["outgoing"].as_bool() == Some(true) {
+                "(yours)"
+            } else {
+                "(theirs)"
+            },
+            d["counterparty"]
+                .as_str()
+                .unwrap_or_default()
+                .get(..8)
+                .unwrap_or_default(),
+        );
+    }
+    println!("Disputes");
+    for d in list("disputes") {
+        println!(
+            "  trade {} {}  {}  {} notes",
+            d["taker"]
+                .as_str()
+                .unwrap_or_default()
+                .get(..8)
+                .unwrap_or_default(),
+            d["nonce"],
+            d["status"].as_str().unwrap_or_default(),
+            d["notes"].as_array().map_or(0, Vec::len),
+        );
+    }
 }
 
 fn config_path(cli_config: &Option<PathBuf>, data_dir: &Path) -> PathBuf {
@@ -428,6 +641,83 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&v["trade"])?);
             Ok(())
         }
+        Command::Ledger { json } => {
+            let v = ok(control::call(&data_dir, &ControlRequest::Ledger).await?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v["ledger"])?);
+            } else {
+                print_ledger(&v["ledger"]);
+            }
+            Ok(())
+        }
+        Command::Agree {
+            with,
+            side,
+            wh,
+            price,
+            days,
+            hours,
+            weekdays,
+        } => {
+            let (from_min, to_min) = parse_hours(&hours)?;
+            let start_ms = now_ms();
+            let req = node::DocRequest::Agreement(node::AgreementArgs {
+                counterparty: with,
+                side: match side {
+                    SideCli::Sell => SideArg::Sell,
+                    SideCli::Buy => SideArg::Buy,
+                },
+                per_slot_wh: wh,
+                price: parse_price(&price)?,
+                start_ms,
+                end_ms: start_ms + days.min(92) * 86_400_000,
+                weekdays: parse_weekdays(&weekdays)?,
+                from_min,
+                to_min,
+            });
+            doc_call(&data_dir, req, "proposed; it takes effect when they accept").await
+        }
+        Command::Pay {
+            to,
+            amount,
+            reference,
+        } => {
+            let req = node::DocRequest::Pay(node::PaymentArgs {
+                payee: to,
+                amount: parse_price(&amount)?,
+                through_ms: 0,
+                reference,
+            });
+            doc_call(&data_dir, req, "declared; it counts once they confirm").await
+        }
+        Command::Accept { id } => {
+            let req = node::DocRequest::Decide(id, node::Decision::Accept);
+            doc_call(&data_dir, req, "countersigned").await
+        }
+        Command::Decline { id } => {
+            let req = node::DocRequest::Decide(id, node::Decision::Decline);
+            doc_call(&data_dir, req, "declined").await
+        }
+        Command::Dispute {
+            taker,
+            nonce,
+            stage,
+            text,
+            amount,
+        } => {
+            let req = node::DocRequest::Note(node::NoteArgs {
+                taker,
+                nonce,
+                stage: match stage {
+                    StageCli::Open => node::StageArg::Open,
+                    StageCli::Answer => node::StageArg::Answer,
+                    StageCli::Resolve => node::StageArg::Resolve,
+                },
+                text,
+                amount: amount.as_deref().map(parse_price).transpose()?,
+            });
+            doc_call(&data_dir, req, "sent").await
+        }
         Command::Trades => {
             let v = ok(control::call(&data_dir, &ControlRequest::Trades).await?)?;
             print_trades(
@@ -445,6 +735,20 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             let (req, key) = match what {
                 ExportWhat::Trades => (ControlRequest::Trades, "trades"),
                 ExportWhat::Offers => (ControlRequest::Offers, "offers"),
+                ExportWhat::Signed => {
+                    let req = ControlRequest::SignedExport {
+                        from,
+                        to: to.saturating_add(1),
+                    };
+                    let v = ok(control::call(&data_dir, &req).await?)?;
+                    let text = serde_json::to_string_pretty(&v["export"])?;
+                    match out {
+                        Some(path) => std::fs::write(&path, text + "\n")
+                            .with_context(|| format!("writing {}", path.display()))?,
+                        None => println!("{text}"),
+                    }
+                    return Ok(());
+                }
             };
             let v = ok(control::call(&data_dir, &req).await?)?;
             let rows: Vec<Value> = v[key]
@@ -465,13 +769,56 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             };
             match what {
                 ExportWhat::Trades => print_trades(&rows, &mut w)?,
-                ExportWhat::Offers => print_offers(&rows, &mut w)?,
+                ExportWhat::Offers | ExportWhat::Signed => print_offers(&rows, &mut w)?,
             }
             Ok(())
         }
         Command::Meter { once } => meter(&data_dir, &cfg_path, once).await,
+        Command::VerifyExport { files, csv } => verify_export(&files, csv),
         Command::Keys { action } => keys(&data_dir, &cfg_path, action),
     }
+}
+
+fn verify_export(files: &[PathBuf], csv: bool) -> anyhow::Result<()> {
+    use wattmesh_node::signed_export::{ExportFile, reconcile};
+    let mut parsed = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let e: ExportFile = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a wattmesh export", f.display()))?;
+        parsed.push(e);
+    }
+    let r = reconcile(&parsed).map_err(|e| anyhow::anyhow!(e))?;
+    if csv {
+        println!("slot_ms,home,sold_wh,bought_wh,sold_delivered_wh,bought_delivered_wh");
+        for (slot, homes) in &r.per_slot {
+            for (home, t) in homes {
+                println!(
+                    "{slot},{home},{},{},{},{}",
+                    t.sold_wh, t.bought_wh, t.sold_delivered_wh, t.bought_delivered_wh
+                );
+            }
+        }
+    } else {
+        println!(
+            "{} files check out: {} trades, {} exported by both parties, {} slots",
+            files.len(),
+            r.trades,
+            r.confirmed_by_both,
+            r.per_slot.len()
+        );
+    }
+    if !r.conflicts.is_empty() {
+        for c in &r.conflicts {
+            eprintln!("conflict: {c}");
+        }
+        bail!(
+            "{} trades differ between their parties' exports",
+            r.conflicts.len()
+        );
+    }
+    Ok(())
 }
 
 fn ok(v: Value) -> anyhow::Result<Value> {

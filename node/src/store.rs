@@ -41,6 +41,11 @@ const REKEYS: TableDefinition<(u32, u8), &[u8]> = TableDefinition::new("rekeys_v
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users_v1");
 /// Tickets this node issued as an admin, by ticket id.
 const TICKETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tickets_v1");
+/// Two-party documents (standing agreements, payments), by document hash: a state byte
+/// ([`DocState`]) followed by the envelope bytes.
+const DOCUMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("documents_v1");
+/// Dispute notes, by trade id (40 bytes) ‖ note hash (32 bytes): envelope bytes.
+const NOTES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("notes_v1");
 
 /// A remembered peer: its id bytes and addresses.
 pub type KnownPeer = (Vec<u8>, Vec<String>);
@@ -92,13 +97,35 @@ impl_from!(
     redb::SetDurabilityError
 );
 
-pub use crate::market::{Record, SettleState, TradeState};
+pub use crate::market::{DocState, Record, SettleState, TradeState};
+use wattmesh_protocol::Hash32;
+use wattmesh_protocol::envelope::Envelope;
+use wattmesh_protocol::ledger::document_hash;
 
 fn trade_state_byte(s: TradeState) -> u8 {
     match s {
         TradeState::MakerSigned => 1,
         TradeState::Agreed => 2,
     }
+}
+
+fn doc_state_byte(s: DocState) -> u8 {
+    match s {
+        DocState::Proposed => 1,
+        DocState::Offered => 2,
+        DocState::Signed => 3,
+        DocState::Declined => 4,
+    }
+}
+
+fn doc_state_from(b: u8) -> Option<DocState> {
+    Some(match b {
+        1 => DocState::Proposed,
+        2 => DocState::Offered,
+        3 => DocState::Signed,
+        4 => DocState::Declined,
+        _ => return None,
+    })
 }
 
 fn trade_state_from(b: u8) -> Option<TradeState> {
@@ -178,6 +205,8 @@ impl Store {
             tx.open_table(REKEYS)?;
             tx.open_table(TICKETS)?;
             tx.open_table(USERS)?;
+            tx.open_table(DOCUMENTS)?;
+            tx.open_table(NOTES)?;
         }
         tx.commit()?;
         Ok(())
@@ -379,6 +408,8 @@ impl Store {
             let mut offers = tx.open_table(OFFERS)?;
             let mut trades = tx.open_table(TRADES)?;
             let mut settlements = tx.open_table(SETTLEMENTS)?;
+            let mut documents = tx.open_table(DOCUMENTS)?;
+            let mut notes = tx.open_table(NOTES)?;
             for r in records {
                 match r {
                     Record::Offer { id, envelope } => {
@@ -407,6 +438,24 @@ impl Store {
                         })
                         .expect("postcard encoding of a settlement record is infallible");
                         settlements.insert(id.to_bytes().as_slice(), v.as_slice())?;
+                    }
+                    Record::Document {
+                        hash,
+                        state,
+                        envelope,
+                    } => {
+                        let mut v = Vec::with_capacity(envelope.len() + 1);
+                        v.push(doc_state_byte(*state));
+                        v.extend_from_slice(envelope);
+                        documents.insert(hash.0.as_slice(), v.as_slice())?;
+                    }
+                    Record::Note { trade, envelope } => {
+                        let payload = Envelope::from_bytes(envelope)
+                            .map(|e| e.payload)
+                            .unwrap_or_default();
+                        let mut k = trade.to_bytes().to_vec();
+                        k.extend_from_slice(&document_hash(&payload).0);
+                        notes.insert(k.as_slice(), envelope.as_slice())?;
                     }
                 }
             }
@@ -463,6 +512,31 @@ impl Store {
                     dispute: s.dispute,
                 });
             }
+        }
+        for row in tx.open_table(DOCUMENTS)?.iter()? {
+            let (k, v) = row?;
+            let (Ok(hash), Some((&state, envelope))) =
+                (<[u8; 32]>::try_from(k.value()), v.value().split_first())
+            else {
+                continue;
+            };
+            if let Some(state) = doc_state_from(state) {
+                out.push(Record::Document {
+                    hash: Hash32(hash),
+                    state,
+                    envelope: envelope.to_vec(),
+                });
+            }
+        }
+        for row in tx.open_table(NOTES)?.iter()? {
+            let (k, v) = row?;
+            let Some(trade) = k.value().get(..40).and_then(trade_id_from) else {
+                continue;
+            };
+            out.push(Record::Note {
+                trade,
+                envelope: v.value().to_vec(),
+            });
         }
         Ok(out)
     }

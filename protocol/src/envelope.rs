@@ -42,6 +42,14 @@ pub enum Kind {
     Rekey = 9,
     /// The addresses a member can be reached at, signed by the member.
     Presence = 10,
+    /// A standing agreement, signed by the proposer and then the counterparty.
+    Agreement = 11,
+    /// A step of a dispute about one trade, signed by its author.
+    DisputeNote = 12,
+    /// A payment, signed by the payer and then the payee.
+    Payment = 13,
+    /// The seal over a node's signed export of its trades.
+    ExportSeal = 14,
 }
 
 impl Kind {
@@ -58,6 +66,10 @@ impl Kind {
             8 => Kind::Membership,
             9 => Kind::Rekey,
             10 => Kind::Presence,
+            11 => Kind::Agreement,
+            12 => Kind::DisputeNote,
+            13 => Kind::Payment,
+            14 => Kind::ExportSeal,
             _ => return None,
         })
     }
@@ -65,7 +77,7 @@ impl Kind {
     /// How many signatures a complete message of this kind carries.
     pub fn signatures_required(self) -> usize {
         match self {
-            Kind::Trade | Kind::Settlement => 2,
+            Kind::Trade | Kind::Settlement | Kind::Agreement | Kind::Payment => 2,
             _ => 1,
         }
     }

@@ -8,7 +8,8 @@
 //! - [`codec`]: canonical postcard encoding (re-encode equality, no trailing bytes, size limits);
 //! - [`sign`]: keys and the one signature acceptance rule;
 //! - [`envelope`]: the signed envelope with its domain (version, charter hash, kind);
-//! - the messages: [`charter`], [`offer`], [`trade`], [`attestation`], [`settlement`];
+//! - the messages: [`charter`], [`offer`], [`trade`], [`attestation`], [`settlement`],
+//!   [`ledger`] (standing agreements, dispute notes, payments), [`export`] (the signed export);
 //! - [`roster`]: membership records, tickets and network key rotation;
 //! - [`validate`]: fresh and archival validation, the replay window and spam limits;
 //! - [`slot`]: slot arithmetic, gate closure and deadlines; [`settle`]: the settlement rule.
@@ -19,8 +20,10 @@ pub mod attestation;
 pub mod charter;
 pub mod codec;
 pub mod envelope;
+pub mod export;
 pub mod ext;
 pub mod ids;
+pub mod ledger;
 pub mod merkle;
 pub mod offer;
 pub mod roster;

@@ -257,6 +257,17 @@ pub enum TradeRequest {
         /// Inclusion proof of the trade in the attestation's `sold` root.
         proof: Vec<crate::merkle::ProofStep>,
     },
+    /// A two-party document signed by its first party (a standing
+    /// [`crate::ledger::Agreement`] or a [`crate::ledger::Payment`]), for the recipient's owner
+    /// to accept (countersign) or decline.
+    Cosign(Envelope),
+    /// The document of an earlier [`TradeRequest::Cosign`], countersigned by the recipient.
+    Cosigned(Envelope),
+    /// The recipient's owner declined the document whose payload has this
+    /// [`crate::ledger::document_hash`].
+    Decline(crate::ids::Hash32),
+    /// A [`crate::ledger::DisputeNote`] about a trade the two share.
+    Note(Envelope),
 }
 
 /// A response on `/wattmesh/trade/1`.
@@ -276,6 +287,10 @@ pub enum TradeResponse {
     /// Answer to [`TradeRequest::Settle`]: the buyer computes a different result, or cannot
     /// check the seller's; the trade is disputed.
     Dispute(DisputeReason),
+    /// Answer to [`TradeRequest::Cosign`]: held for the recipient's owner to decide.
+    Pending,
+    /// Answer to [`TradeRequest::Cosign`]: the owner already countersigned; here it is.
+    Cosigned(Envelope),
 }
 
 /// Why a buyer disputes a seller's settlement.

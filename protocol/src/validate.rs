@@ -12,6 +12,7 @@ use crate::charter::{Charter, CharterChain, SignedCharter};
 use crate::envelope::{Envelope, EnvelopeError, Kind};
 use crate::ext::{self, ExtError};
 use crate::ids::{Hash32, NodeId};
+use crate::ledger::{self, Agreement, DisputeNote, Payment};
 use crate::offer::{Offer, OfferId};
 use crate::roster::Roster;
 use crate::settlement::Settlement;
@@ -161,6 +162,12 @@ pub enum Msg {
     Attestation(MeterAttestation),
     /// A settlement.
     Settlement(Settlement),
+    /// A standing agreement (one signature if accepted as partial).
+    Agreement(Agreement),
+    /// A dispute note.
+    DisputeNote(DisputeNote),
+    /// A payment (the payer's signature alone if accepted as partial).
+    Payment(Payment),
 }
 
 /// A validated message with its envelope (kept to store and forward unchanged).
@@ -339,6 +346,49 @@ pub fn check_settlement(
     check_ext(&s.ext)
 }
 
+fn two_party(env: &Envelope, first: NodeId, second: NodeId, complete: bool) -> Result<(), Invalid> {
+    let want = if complete { 2 } else { 1 };
+    if env.signatures.len() != want {
+        return Err(Invalid::Envelope(EnvelopeError::SignatureCount(
+            env.signatures.len(),
+        )));
+    }
+    if env.signatures[0].signer != first || (complete && env.signatures[1].signer != second) {
+        return Err(Invalid::WrongSigner);
+    }
+    Ok(())
+}
+
+/// Archival checks of a standing agreement: `complete` requires the proposer's and then the
+/// counterparty's signature; otherwise the proposer's alone.
+pub fn check_agreement(
+    c: &Charter,
+    env: &Envelope,
+    a: &Agreement,
+    complete: bool,
+) -> Result<(), Invalid> {
+    two_party(env, a.proposer, a.counterparty, complete)?;
+    ledger::check_agreement_terms(a, c.slot_ms()).map_err(Invalid::Field)?;
+    check_energy(c, a.per_slot_wh)?;
+    check_price(c, a.price)?;
+    check_ext(&a.ext)
+}
+
+/// Archival checks of a dispute note: signed by its author alone.
+pub fn check_dispute_note(env: &Envelope, n: &DisputeNote) -> Result<(), Invalid> {
+    two_party(env, n.author, n.author, false)?;
+    ledger::check_note(n).map_err(Invalid::Field)?;
+    check_ext(&n.ext)
+}
+
+/// Archival checks of a payment: `complete` requires the payer's and then the payee's
+/// signature; otherwise the payer's alone.
+pub fn check_payment(env: &Envelope, p: &Payment, complete: bool) -> Result<(), Invalid> {
+    two_party(env, p.payer, p.payee, complete)?;
+    ledger::check_payment(p).map_err(Invalid::Field)?;
+    check_ext(&p.ext)
+}
+
 /// Opens an envelope and runs the archival checks for its kind, under whichever known charter
 /// it names. `partial` accepts a trade with only the maker's signature and a settlement with
 /// only the seller's (the first step of each two-party signing).
@@ -351,7 +401,12 @@ pub fn validate_archival(
     let kind = env.known_kind()?;
     if matches!(
         kind,
-        Kind::Charter | Kind::Ticket | Kind::Membership | Kind::Rekey | Kind::Presence
+        Kind::Charter
+            | Kind::Ticket
+            | Kind::Membership
+            | Kind::Rekey
+            | Kind::Presence
+            | Kind::ExportSeal
     ) {
         return Err(Invalid::KindNotAllowed(kind));
     }
@@ -409,7 +464,27 @@ fn decode_and_check(
             check_settlement(c, env, &s, !partial)?;
             Msg::Settlement(s)
         }
-        Kind::Charter | Kind::Ticket | Kind::Membership | Kind::Rekey | Kind::Presence => {
+        Kind::Agreement => {
+            let a: Agreement = env.payload_as()?;
+            check_agreement(c, env, &a, !partial)?;
+            Msg::Agreement(a)
+        }
+        Kind::DisputeNote => {
+            let n: DisputeNote = env.payload_as()?;
+            check_dispute_note(env, &n)?;
+            Msg::DisputeNote(n)
+        }
+        Kind::Payment => {
+            let p: Payment = env.payload_as()?;
+            check_payment(env, &p, !partial)?;
+            Msg::Payment(p)
+        }
+        Kind::Charter
+        | Kind::Ticket
+        | Kind::Membership
+        | Kind::Rekey
+        | Kind::Presence
+        | Kind::ExportSeal => {
             return Err(Invalid::KindNotAllowed(kind));
         }
     })

@@ -9,8 +9,11 @@
 //! acknowledged). After a crash, [`Market::restore`] rebuilds the state from the persisted
 //! records alone.
 
+pub mod docs;
 pub mod harness;
 pub mod trader;
+
+pub use docs::{DisputeStatus, DocCommand, DocState};
 
 use crate::book::Book;
 use crate::net::behaviour::TopicKind;
@@ -83,6 +86,22 @@ pub enum Record {
         envelope: Option<Vec<u8>>,
         /// Why it is disputed, if it is.
         dispute: Option<String>,
+    },
+    /// A two-party document (standing agreement or payment).
+    Document {
+        /// Its [`wattmesh_protocol::ledger::document_hash`].
+        hash: Hash32,
+        /// Where it stands.
+        state: DocState,
+        /// Its envelope (one or two signatures).
+        envelope: Vec<u8>,
+    },
+    /// A dispute note about a trade (ours or the other party's).
+    Note {
+        /// The trade.
+        trade: TradeId,
+        /// The note's envelope.
+        envelope: Vec<u8>,
     },
 }
 
@@ -161,6 +180,13 @@ pub enum Input {
     },
     /// A record recovered from a peer by sync (a trade or settlement we had lost).
     Restore(Record),
+    /// An owner command about standing agreements, payments or disputes.
+    Doc {
+        /// The command's id.
+        cmd: CmdId,
+        /// What.
+        command: DocCommand,
+    },
     /// The owner takes (part of) an offer.
     Take {
         /// The command's id.
@@ -183,6 +209,10 @@ pub enum CmdResult {
     Traded(Trade),
     /// An offer was cancelled.
     Cancelled,
+    /// A document was proposed, accepted or declined (its hash).
+    Document(Hash32),
+    /// A dispute note was written.
+    Noted,
 }
 
 /// What the market asks the driver to do.
@@ -264,6 +294,8 @@ enum Pending {
     Settle { id: TradeId },
     /// We (the maker) ask the taker whether it holds a trade it never confirmed.
     Status { id: TradeId },
+    /// A document or note request (see [`docs`]).
+    Doc(docs::DocSend),
 }
 
 /// How long after the settlement deadline a seller keeps asking a silent buyer, in grace
@@ -285,6 +317,8 @@ pub struct Market {
     trades: BTreeMap<TradeId, TradeRec>,
     settlements: BTreeMap<TradeId, SettleRec>,
     attestations: HashMap<(NodeId, u64), (MeterAttestation, Vec<u8>)>,
+    docs: BTreeMap<Hash32, docs::DocRec>,
+    notes: BTreeMap<TradeId, Vec<docs::NoteRec>>,
     pending: HashMap<u64, Pending>,
     /// Counts derived nonces.
     nonce_counter: u64,
@@ -323,6 +357,8 @@ impl Market {
             trades: BTreeMap::new(),
             settlements: BTreeMap::new(),
             attestations: HashMap::new(),
+            docs: BTreeMap::new(),
+            notes: BTreeMap::new(),
             pending: HashMap::new(),
             settled_status: std::collections::HashSet::new(),
             nonce_counter: 0,
@@ -420,6 +456,12 @@ impl Market {
                 }
                 replace
             }
+            Record::Document {
+                hash,
+                state,
+                envelope,
+            } => self.apply_document(*hash, *state, envelope),
+            Record::Note { envelope, .. } => self.apply_note(envelope),
         }
     }
 
@@ -501,6 +543,10 @@ impl Market {
                         attestation,
                         proof,
                     } => self.on_settle(from, settlement, attestation, proof, may_sign, &mut out),
+                    TradeRequest::Cosign(env) => self.on_cosign(now, from, env, &mut out),
+                    TradeRequest::Cosigned(env) => self.on_cosigned(now, from, env, &mut out),
+                    TradeRequest::Decline(hash) => self.on_decline(from, hash, &mut out),
+                    TradeRequest::Note(env) => self.on_note(from, env, &mut out),
                 };
                 out.push(Output::Reply { reply, resp });
             }
@@ -550,6 +596,9 @@ impl Market {
                     cmd,
                     result: r.map(|()| CmdResult::Cancelled),
                 });
+            }
+            Input::Doc { cmd, command } => {
+                self.doc_command(now, may_sign, cmd, command, &mut out);
             }
             Input::Restore(r) => {
                 if self.apply_record(&r) {
@@ -1122,6 +1171,7 @@ impl Market {
             }
             Pending::Settle { id } => self.on_settle_response(now, id, resp, out),
             Pending::Status { id } => self.on_status_response(id, resp, out),
+            Pending::Doc(sent) => self.on_doc_response(now, sent, resp, out),
         }
     }
 
@@ -1129,6 +1179,7 @@ impl Market {
     /// settlements past their deadline, and reconcile trades the maker never saw confirmed.
     fn tick(&mut self, now: u64, may_sign: bool, out: &mut Vec<Output>) {
         self.book.prune(now);
+        self.docs_tick(now, may_sign, out);
         let ids: Vec<TradeId> = self.trades.keys().copied().collect();
         for id in ids {
             let Some(rec) = self.trades.get(&id).cloned() else {

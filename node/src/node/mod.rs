@@ -28,7 +28,13 @@ use wattmesh_protocol::validate::{self, Msg};
 use wattmesh_protocol::{NodeId, NodeKey, slot};
 
 mod attest;
+mod ledger;
 mod members;
+
+pub use ledger::{
+    AgreementArgs, Decision, DisputeView, DocRequest, DocView, LedgerView, NoteArgs, NoteView,
+    PaymentArgs, StageArg, parse_doc_id,
+};
 
 pub use members::{
     Amendment, DEFAULT_INVITE_SECS, InviteArgs, InviteOut, MemberView, PROBATION, REKEY_DELAY_MS,
@@ -166,6 +172,13 @@ enum Request {
     Trader(Reply<TraderView>),
     SetTrader(crate::market::trader::Limits, Reply<()>),
     Charter(Reply<wattmesh_protocol::Charter>),
+    Ledger(Reply<LedgerView>),
+    Doc(DocRequest, Reply<Result<String, String>>),
+    Export(
+        u64,
+        u64,
+        Reply<Result<crate::signed_export::ExportFile, String>>,
+    ),
     Stop(Reply<()>),
 }
 
@@ -308,6 +321,26 @@ impl NodeHandle {
         node: NodeId,
     ) -> Result<Vec<wattmesh_protocol::MeterAttestation>, Stopped> {
         self.ask(|r| Request::Attestations(node, r)).await
+    }
+
+    /// Statements, balances, reputation, standing agreements, payments and disputes.
+    pub async fn ledger(&self) -> Result<LedgerView, Stopped> {
+        self.ask(Request::Ledger).await
+    }
+
+    /// Proposes an agreement, declares a payment, decides on a document offered to us, or
+    /// writes a dispute note. Answers with the document's id (hex), or why it failed.
+    pub async fn doc(&self, req: DocRequest) -> Result<Result<String, String>, Stopped> {
+        self.ask(|r| Request::Doc(req, r)).await
+    }
+
+    /// The signed export of our trades in slots `from_ms..to_ms`.
+    pub async fn signed_export(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Result<crate::signed_export::ExportFile, String>, Stopped> {
+        self.ask(|r| Request::Export(from_ms, to_ms, r)).await
     }
 
     /// The automatic trader's limits and what it did lately.
@@ -1128,6 +1161,9 @@ impl Core {
 
     async fn request(&mut self, req: Request) {
         match req {
+            r @ (Request::Ledger(_) | Request::Doc(..) | Request::Export(..)) => {
+                self.ledger_request(r).await
+            }
             Request::Status(reply) => {
                 let listening = self.dialable_addrs().await;
                 let peers = self.net.peers().await.unwrap_or_default();
@@ -1264,6 +1300,7 @@ impl Core {
                         // the trade names.
                         v.signatures_verified =
                             validate::validate_archival(&t.envelope, &self.n.chain, false).is_ok();
+                        v.dispute = self.market.dispute_status(&t.trade.id()).map(|d| d.0);
                         v
                     })
                     .collect();
@@ -1555,6 +1592,12 @@ impl Core {
                     other => Err(format!("unexpected result {other:?}")),
                 }));
             }
+            CmdReply::Doc(r) => {
+                let _ = r.send(result.map(|x| match x {
+                    CmdResult::Document(h) => hex::encode(h.0),
+                    _ => String::new(),
+                }));
+            }
         }
     }
 
@@ -1572,6 +1615,7 @@ enum CmdReply {
     Post(Reply<Result<OfferView, String>>),
     Cancel(Reply<Result<(), String>>),
     Take(Reply<Result<TradeView, String>>),
+    Doc(Reply<Result<String, String>>),
 }
 
 fn random_u64() -> u64 {
@@ -1611,6 +1655,10 @@ pub struct TradeView {
     pub amount: Option<i64>,
     /// Whether both signatures verify (checked when the list is made).
     pub signatures_verified: bool,
+    /// Whether it is one slot of a standing agreement.
+    pub from_agreement: bool,
+    /// Where its dispute stands, if it has one.
+    pub dispute: Option<crate::market::DisputeStatus>,
 }
 
 fn trade_view(
@@ -1649,5 +1697,7 @@ fn trade_view(
         }),
         // Stored trades were verified when they were stored; the trade list checks again.
         signatures_verified: true,
+        from_agreement: wattmesh_protocol::ledger::from_agreement(t),
+        dispute: None,
     }
 }

@@ -36,6 +36,11 @@ pub(super) fn routes() -> Router<App> {
         .route("/api/take", post(take))
         .route("/api/trades", get(trades))
         .route("/api/statements", get(statements))
+        .route("/api/ledger", get(ledger))
+        .route("/api/agreements", post(propose_agreement))
+        .route("/api/payments", post(pay))
+        .route("/api/documents/{id}", post(decide))
+        .route("/api/disputes", post(note))
         .route("/api/members", get(members))
         .route("/api/invites", get(invites).post(invite))
         .route("/api/invites/{id}", delete(revoke))
@@ -43,6 +48,7 @@ pub(super) fn routes() -> Router<App> {
         .route("/api/export/readings.csv", get(export_readings))
         .route("/api/export/trades.csv", get(export_trades))
         .route("/api/export/settlements.csv", get(export_settlements))
+        .route("/api/export/signed.json", get(export_signed))
 }
 
 type Q<T> = Result<Query<T>, QueryRejection>;
@@ -344,11 +350,105 @@ async fn trades(State(app): State<App>) -> Result<Json<Vec<TradeOut>>, ApiError>
     Ok(Json(list))
 }
 
-async fn statements(State(app): State<App>) -> Result<Json<Vec<export::StatementLine>>, ApiError> {
+#[derive(Debug, Serialize)]
+struct LineOut {
+    #[serde(flatten)]
+    line: crate::ledger::Line,
+    counterparty_name: String,
+}
+
+fn name_of(names: &BTreeMap<String, String>, id: &str) -> String {
+    names
+        .get(id)
+        .cloned()
+        .unwrap_or_else(|| id.get(..4).unwrap_or(id).to_owned())
+}
+
+fn named(lines: Vec<crate::ledger::Line>, names: &BTreeMap<String, String>) -> Vec<LineOut> {
+    lines
+        .into_iter()
+        .map(|line| LineOut {
+            counterparty_name: name_of(names, &line.counterparty),
+            line,
+        })
+        .collect()
+}
+
+async fn statements(State(app): State<App>) -> Result<Json<Vec<LineOut>>, ApiError> {
     let names = names(&app).await?;
-    let offset = offset_minutes(&app).await?;
-    let trades = app.node.trades().await?;
-    Ok(Json(export::statements(&trades, &names, offset)))
+    Ok(Json(named(app.node.ledger().await?.statements, &names)))
+}
+
+async fn ledger(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiError> {
+    let names = names(&app).await?;
+    let l = app.node.ledger().await?;
+    let with_names = |v: Result<serde_json::Value, serde_json::Error>, key: &str| {
+        let mut v = v.unwrap_or_default();
+        for item in v.as_array_mut().into_iter().flatten() {
+            let id = item[key].as_str().unwrap_or_default().to_owned();
+            item["counterparty_name"] = serde_json::Value::String(name_of(&names, &id));
+        }
+        v
+    };
+    Ok(Json(serde_json::json!({
+        "statements": named(l.statements, &names),
+        "balances": named(l.balances, &names),
+        "reputation": with_names(serde_json::to_value(&l.reputation), "peer"),
+        "documents": with_names(serde_json::to_value(&l.documents), "counterparty"),
+        "disputes": with_names(serde_json::to_value(&l.disputes), "counterparty"),
+    })))
+}
+
+async fn doc(app: &App, req: crate::node::DocRequest) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = app
+        .node
+        .doc(req)
+        .await?
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    Ok(Json(serde_json::json!({ "ok": true, "id": id })))
+}
+
+async fn propose_agreement(
+    State(app): State<App>,
+    Extension(s): Extension<Session>,
+    b: Result<Json<crate::node::AgreementArgs>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    may_trade(&s)?;
+    doc(&app, crate::node::DocRequest::Agreement(body(b)?)).await
+}
+
+async fn pay(
+    State(app): State<App>,
+    Extension(s): Extension<Session>,
+    b: Result<Json<crate::node::PaymentArgs>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    may_trade(&s)?;
+    doc(&app, crate::node::DocRequest::Pay(body(b)?)).await
+}
+
+#[derive(Debug, Deserialize)]
+struct DecideBody {
+    decision: crate::node::Decision,
+}
+
+async fn decide(
+    State(app): State<App>,
+    Extension(s): Extension<Session>,
+    Path(id): Path<String>,
+    b: Result<Json<DecideBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    may_trade(&s)?;
+    let d = body(b)?.decision;
+    doc(&app, crate::node::DocRequest::Decide(id, d)).await
+}
+
+async fn note(
+    State(app): State<App>,
+    Extension(s): Extension<Session>,
+    b: Result<Json<crate::node::NoteArgs>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    may_trade(&s)?;
+    doc(&app, crate::node::DocRequest::Note(body(b)?)).await
 }
 
 async fn members(State(app): State<App>) -> Result<Response, ApiError> {
@@ -508,6 +608,28 @@ async fn export_readings(State(app): State<App>, q: Q<ExportRange>) -> Result<Re
             rows,
         ),
     ))
+}
+
+/// The signed export of the trades in a range of slots (`to` inclusive, like the CSVs).
+async fn export_signed(State(app): State<App>, q: Q<ExportRange>) -> Result<Response, ApiError> {
+    let r = query(q)?;
+    let (from, to) = (r.from.unwrap_or(0), r.to.unwrap_or(u64::MAX - 1));
+    if from > to {
+        return Err(ApiError::bad("from must not be after to"));
+    }
+    let f = app
+        .node
+        .signed_export(from, to.saturating_add(1))
+        .await?
+        .map_err(ApiError::internal)?;
+    Ok((
+        [(
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"wattmesh-export.json\"".to_string(),
+        )],
+        Json(f),
+    )
+        .into_response())
 }
 
 async fn ranged_trades(app: &App, q: Q<ExportRange>) -> Result<Vec<TradeView>, ApiError> {

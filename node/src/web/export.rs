@@ -1,10 +1,9 @@
 //! Pure helpers behind the dashboard, statements and CSV downloads: aggregating per-minute
-//! readings, a day's energy summary, monthly per-neighbour statements, CSV rendering.
+//! readings, a day's energy summary, CSV rendering (statements are in [`crate::ledger`]).
 
 use crate::metering::Minute;
 use crate::node::TradeView;
 use serde::Serialize;
-use std::collections::BTreeMap;
 
 /// One aggregated step of readings: mean powers, registers at the step's end.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -139,74 +138,6 @@ pub fn savings(trades: &[&TradeView], retail: u64, feed_in: u64) -> i64 {
         .sum()
 }
 
-/// One line of a monthly statement with one neighbour.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StatementLine {
-    /// `YYYY-MM` in the owner's time zone.
-    pub month: String,
-    /// The neighbour's node id (hex).
-    pub counterparty: String,
-    /// Its name, if the roster knows one.
-    pub counterparty_name: String,
-    /// Energy sold to it, Wh (delivered where settled).
-    pub sold_wh: u64,
-    /// Energy bought from it, Wh.
-    pub bought_wh: u64,
-    /// What it owes us, milli-minor units.
-    pub receivable: i64,
-    /// What we owe it.
-    pub payable: i64,
-    /// `receivable − payable`: who pays whom after netting.
-    pub net: i64,
-}
-
-/// `YYYY-MM` of a UTC ms instant shifted by `offset_minutes`.
-pub fn month_of(ms: u64, offset_minutes: i64) -> String {
-    let secs = ms as i64 / 1000 + offset_minutes * 60;
-    let days = secs.div_euclid(86_400);
-    let d = crate::meter::sim::calendar::Date::from_days_since_epoch(days);
-    format!("{:04}-{:02}", d.year, d.month)
-}
-
-/// Monthly statements per neighbour, netted, from the node's trades (disputed trades count at
-/// their agreed value until resolved; the UI shows their state).
-pub fn statements(
-    trades: &[TradeView],
-    names: &BTreeMap<String, String>,
-    offset_minutes: i64,
-) -> Vec<StatementLine> {
-    let mut lines: BTreeMap<(String, String), StatementLine> = BTreeMap::new();
-    for t in trades {
-        let month = month_of(t.slot_ms, offset_minutes);
-        let line = lines
-            .entry((month.clone(), t.counterparty_id.clone()))
-            .or_insert_with(|| StatementLine {
-                month,
-                counterparty: t.counterparty_id.clone(),
-                counterparty_name: names
-                    .get(&t.counterparty_id)
-                    .cloned()
-                    .unwrap_or_else(|| t.counterparty.clone()),
-                sold_wh: 0,
-                bought_wh: 0,
-                receivable: 0,
-                payable: 0,
-                net: 0,
-            });
-        let energy = t.delivered_wh.unwrap_or(t.energy_wh);
-        let value = trade_value(t);
-        if t.side == "sell" {
-            line.sold_wh += energy;
-            line.receivable += value;
-        } else {
-            line.bought_wh += energy;
-            line.payable += value;
-        }
-        line.net = line.receivable - line.payable;
-    }
-    lines.into_values().collect()
-}
-
 /// Quotes a CSV field when it needs it (RFC 4180), and defuses spreadsheet formulas.
 fn field(s: &str) -> String {
     let s = if s.starts_with(['=', '+', '-', '@']) && s.parse::<f64>().is_err() {
@@ -292,33 +223,19 @@ mod tests {
             delivered_wh: None,
             amount: None,
             signatures_verified: true,
+            from_agreement: false,
+            dispute: None,
         }
     }
 
     #[test]
-    fn statements_net_per_neighbour_and_month() {
-        // 2026-06-21 and 2026-07-01 (UTC).
-        let june = 1_782_043_200_000;
-        let july = 1_782_864_000_000;
-        let ts = vec![
-            trade("sell", "aaaa01", june, 1000, 9_000),
-            trade("buy", "aaaa01", june, 500, 10_000),
-            trade("sell", "bbbb02", june, 200, 8_000),
-            trade("sell", "aaaa01", july, 100, 9_000),
-        ];
-        let names = BTreeMap::from([("aaaa01".to_string(), "Ann".to_string())]);
-        let s = statements(&ts, &names, 0);
-        assert_eq!(s.len(), 3);
-        let ann_june = &s[0];
-        assert_eq!(ann_june.month, "2026-06");
-        assert_eq!(ann_june.counterparty_name, "Ann");
-        assert_eq!(ann_june.receivable, 9_000);
-        assert_eq!(ann_june.payable, 5_000);
-        assert_eq!(ann_june.net, 4_000);
-        assert_eq!(s[1].counterparty_name, "bbbb");
-        assert_eq!(s[2].month, "2026-07");
+    fn savings_compare_with_the_utility_tariffs() {
+        let ts = [trade("sell", "aaaa01", 1_782_043_200_000, 1000, 9_000)];
         // Selling 1 kWh at 9 ¢ instead of 4 ¢ feed-in saves 5 ¢ (5000 milli-cents).
         assert_eq!(savings(&[&ts[0]], 13_500, 4_000), 5_000);
+        let bought = [trade("buy", "aaaa01", 1_782_043_200_000, 1000, 9_000)];
+        // Buying it at 9 ¢ instead of 13.5 ¢ retail saves 4.5 ¢.
+        assert_eq!(savings(&[&bought[0]], 13_500, 4_000), 4_500);
     }
 
     #[test]
