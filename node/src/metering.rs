@@ -27,6 +27,9 @@ pub enum SourceKind {
     /// Current clamps and a voltage reference on a Raspberry Pi's SPI ADC, as `[meter.ct]`
     /// says (needs a binary built with the `pi` feature).
     Ct,
+    /// A DSMR 4/5 smart meter's P1 port, on a serial device or a TCP socket, as `[meter.p1]`
+    /// says.
+    P1,
 }
 
 /// The `[meter]` section of the config.
@@ -48,6 +51,8 @@ pub struct MeterConfig {
     pub modbus: crate::meter::modbus::ModbusConfig,
     /// The current clamps.
     pub ct: crate::meter::ct::CtConfig,
+    /// The P1 port.
+    pub p1: crate::meter::p1::P1Config,
 }
 
 impl Default for MeterConfig {
@@ -60,6 +65,7 @@ impl Default for MeterConfig {
             sim: SimConfig::default(),
             modbus: crate::meter::modbus::ModbusConfig::default(),
             ct: crate::meter::ct::CtConfig::default(),
+            p1: crate::meter::p1::P1Config::default(),
         }
     }
 }
@@ -137,6 +143,7 @@ pub fn open(
             &cfg.ct,
             registers.unwrap_or_else(|| Box::new(MemoryRegisters::default())),
         )?)),
+        SourceKind::P1 => Some(Box::new(crate::meter::p1::P1Meter::start(cfg.p1.clone())?)),
     })
 }
 

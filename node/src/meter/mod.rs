@@ -29,7 +29,7 @@
 //! even though its net is zero. Each source documents where its floating-point power becomes an
 //! integer count of energy (the one conversion point that the style guide asks for).
 //!
-//! A Modbus meter ([`modbus`]) keeps its own
+//! A Modbus meter ([`modbus`]) and a DSMR smart meter's P1 port ([`p1`]) keep their own
 //! registers; the current clamps ([`clamps`]) count theirs and store them ([`registers`]).
 //!
 //! Sources do no IO of their own in these types: the simulated meter ([`sim`]) is a pure function
@@ -40,6 +40,7 @@ pub mod adc;
 pub mod clamps;
 pub mod ct;
 pub mod modbus;
+pub mod p1;
 pub mod registers;
 pub mod sim;
 
