@@ -1047,7 +1047,7 @@ async fn meter(data_dir: &Path, cfg_path: &Path, once: bool) -> anyhow::Result<(
         let short = identity::load(&dirs::key_path(data_dir))
             .map(|k| k.node_id().short())
             .unwrap_or_default();
-        let s = wattmesh_node::metering::open(&cfg.meter, &short)?
+        let s = wattmesh_node::metering::open(&cfg.meter, &short, None)?
             .context("no meter is configured ([meter] source = \"none\")")?;
         Some((s, clock::Clock::new(&cfg.clock)))
     };

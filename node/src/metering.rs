@@ -6,6 +6,7 @@
 //! missing coverage, never interpolated. Registers come from the source and only grow.
 
 use crate::clock::Clock;
+use crate::meter::registers::{MemoryRegisters, RegisterStore};
 use crate::meter::sim::{SimConfig, SimMeter, home_id};
 use crate::meter::{ChannelKind, ChannelStatus, MeterSource, Registers, Sample};
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,12 @@ pub enum SourceKind {
     Simulated,
     /// An Eastron SDM120/SDM630-class energy meter over Modbus, as `[meter.modbus]` says.
     Modbus,
+    /// Current clamps and a voltage reference on a Raspberry Pi's SPI ADC, as `[meter.ct]`
+    /// says (needs a binary built with the `pi` feature).
+    Ct,
+    /// A DSMR 4/5 smart meter's P1 port, on a serial device or a TCP socket, as `[meter.p1]`
+    /// says.
+    P1,
 }
 
 /// The `[meter]` section of the config.
@@ -42,6 +49,10 @@ pub struct MeterConfig {
     pub sim: SimConfig,
     /// The Modbus meter.
     pub modbus: crate::meter::modbus::ModbusConfig,
+    /// The current clamps.
+    pub ct: crate::meter::ct::CtConfig,
+    /// The P1 port.
+    pub p1: crate::meter::p1::P1Config,
 }
 
 impl Default for MeterConfig {
@@ -53,6 +64,8 @@ impl Default for MeterConfig {
             retention_days: 400,
             sim: SimConfig::default(),
             modbus: crate::meter::modbus::ModbusConfig::default(),
+            ct: crate::meter::ct::CtConfig::default(),
+            p1: crate::meter::p1::P1Config::default(),
         }
     }
 }
@@ -105,10 +118,13 @@ pub enum MeterEvent {
     Slot(SlotTotals),
 }
 
-/// Builds the configured source; `None` when metering is off.
+/// Builds the configured source; `None` when metering is off. `registers` is where a source
+/// that counts its own registers (the current clamps) keeps them durably: the node's store.
+/// Without one (`wattmesh meter` on a stopped node) they are kept in memory and count from zero.
 pub fn open(
     cfg: &MeterConfig,
     node_short: &str,
+    registers: Option<Box<dyn RegisterStore>>,
 ) -> anyhow::Result<Option<Box<dyn MeterSource + Send>>> {
     Ok(match cfg.source {
         SourceKind::None => None,
@@ -123,6 +139,11 @@ pub fn open(
         SourceKind::Modbus => Some(Box::new(crate::meter::modbus::ModbusMeter::start(
             cfg.modbus.clone(),
         )?)),
+        SourceKind::Ct => Some(Box::new(crate::meter::clamps::open(
+            &cfg.ct,
+            registers.unwrap_or_else(|| Box::new(MemoryRegisters::default())),
+        )?)),
+        SourceKind::P1 => Some(Box::new(crate::meter::p1::P1Meter::start(cfg.p1.clone())?)),
     })
 }
 
@@ -168,6 +189,10 @@ impl Loop {
             warn!("meter: the grid channel reports no registers");
             return out;
         };
+        // A batch write of the registers, if the source keeps them and its interval has passed.
+        if let Err(e) = self.source.persist(t, false) {
+            warn!("meter: {e}");
+        }
         let status = sample
             .reading(self.grid)
             .map(|r| r.status)
@@ -188,15 +213,22 @@ impl Loop {
                 } else {
                     reg
                 };
-                let measured = measured + self.gap_credit(end_ms);
-                out.push(MeterEvent::Slot(SlotTotals {
-                    slot_ms: s,
-                    start: start_reg,
-                    end: end_reg,
-                    coverage_permille: (measured.min(self.slot_len) * 1000 / self.slot_len) as u16,
-                    degraded,
-                    simulated: self.simulated,
-                }));
+                let measured = measured + self.gap_credit(end_ms, status);
+                // The registers are made durable before the node is given them to sign, so a
+                // power cut can never take back a register value that was published. If they
+                // cannot be stored, the slot is not attested (the next one starts from them).
+                match self.source.persist(t, true) {
+                    Ok(()) => out.push(MeterEvent::Slot(SlotTotals {
+                        slot_ms: s,
+                        start: start_reg,
+                        end: end_reg,
+                        coverage_permille: (measured.min(self.slot_len) * 1000 / self.slot_len)
+                            as u16,
+                        degraded,
+                        simulated: self.simulated,
+                    })),
+                    Err(e) => warn!(slot = s, "meter: {e}; the slot is not attested"),
+                }
                 self.slot = None;
                 if slot_start == end_ms {
                     // The next slot starts at the boundary; the time measured in it is
@@ -207,7 +239,10 @@ impl Loop {
         }
         match &mut self.slot {
             Some((start, _, measured, degraded)) => {
-                if let Some((lt, _)) = self.last {
+                // Time since the last poll counts as measured only if this poll measured
+                // something: a `Fault` means nothing was (a source that saw no mains cycle, a
+                // meter that did not answer), and that time is missing coverage.
+                if let Some((lt, _)) = self.last.filter(|_| status != ChannelStatus::Fault) {
                     if t > lt && t - lt <= 3 * self.poll_ms {
                         *measured += t - lt.max(*start);
                     }
@@ -254,10 +289,17 @@ impl Loop {
         out
     }
 
-    /// Measured time between the last poll and the slot's end, if the polls were continuous.
-    fn gap_credit(&self, end_ms: u64) -> u64 {
+    /// Measured time between the last poll and the slot's end, if the polls were continuous
+    /// and the poll after the end (`status`) measured something.
+    fn gap_credit(&self, end_ms: u64, status: ChannelStatus) -> u64 {
         match self.last {
-            Some((lt, _)) if lt < end_ms && end_ms - lt <= 3 * self.poll_ms => end_ms - lt,
+            Some((lt, _))
+                if status != ChannelStatus::Fault
+                    && lt < end_ms
+                    && end_ms - lt <= 3 * self.poll_ms =>
+            {
+                end_ms - lt
+            }
             _ => 0,
         }
     }
@@ -327,6 +369,9 @@ pub fn spawn(
         })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod power_loss;
 
 #[cfg(test)]
 mod tests {

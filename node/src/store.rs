@@ -39,6 +39,9 @@ const ROSTER: TableDefinition<&[u8], &[u8]> = TableDefinition::new("roster_v1");
 const REKEYS: TableDefinition<(u32, u8), &[u8]> = TableDefinition::new("rekeys_v1");
 /// Web UI accounts, by user name (JSON: password hash and role).
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users_v1");
+/// Energy registers that a meter source counts itself (the current clamps), by
+/// `source/channel`: postcard of `meter::registers::SavedChannel`. See `meter::registers`.
+const REGISTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("registers_v1");
 /// Tickets this node issued as an admin, by ticket id.
 const TICKETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tickets_v1");
 /// Two-party documents (standing agreements, payments), by document hash: a state byte
@@ -207,6 +210,7 @@ impl Store {
             tx.open_table(USERS)?;
             tx.open_table(DOCUMENTS)?;
             tx.open_table(NOTES)?;
+            tx.open_table(REGISTERS)?;
         }
         tx.commit()?;
         Ok(())
@@ -617,6 +621,62 @@ impl Store {
             Some(row) => Some(row?.1.value().to_vec()),
             None => None,
         })
+    }
+
+    /// Stores a meter source's registers durably (committed with `Durability::Immediate`
+    /// before it returns). A register is never lowered: each row keeps the larger of its stored
+    /// and its new value, in the same transaction.
+    pub fn put_meter_registers(
+        &self,
+        channels: &[crate::meter::registers::SavedChannel],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        {
+            let mut t = tx.open_table(REGISTERS)?;
+            for c in channels {
+                let key = c.key();
+                let old = t.get(key.as_str())?.and_then(|v| {
+                    postcard::from_bytes::<crate::meter::registers::SavedChannel>(v.value()).ok()
+                });
+                let row = match old {
+                    Some(old) => c.max(&old),
+                    None => c.clone(),
+                };
+                let bytes = postcard::to_stdvec(&row).map_err(|e| {
+                    StoreError::Db(redb::Error::Corrupted(format!("encoding registers: {e}")))
+                })?;
+                t.insert(key.as_str(), bytes.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every stored register row of `source`. A row that does not decode is an error, not
+    /// skipped: continuing the registers from zero would make them go backwards.
+    pub fn meter_registers(
+        &self,
+        source: &str,
+    ) -> Result<Vec<crate::meter::registers::SavedChannel>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(REGISTERS)?;
+        let prefix = format!("{source}/");
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            if !k.value().starts_with(&prefix) {
+                continue;
+            }
+            let c = postcard::from_bytes(v.value()).map_err(|e| {
+                StoreError::Db(redb::Error::Corrupted(format!(
+                    "the stored registers {} do not decode: {e}",
+                    k.value()
+                )))
+            })?;
+            out.push(c);
+        }
+        Ok(out)
     }
 
     /// Stores per-minute readings. Batched and not immediately durable: readings are not

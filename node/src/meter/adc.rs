@@ -80,6 +80,39 @@ impl Chip {
     }
 }
 
+/// Where the ADC sits on the Raspberry Pi's SPI bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpiConfig {
+    /// The SPI bus: 0 is the header's pins 19/21/23 (MOSI, MISO, SCLK).
+    pub bus: u8,
+    /// The chip select: 0 = CE0 (pin 24), 1 = CE1 (pin 26).
+    pub chip_select: u8,
+    /// The SPI clock, hertz. 1 MHz is within both chips' limits at 3.3 V (1.35 MHz at 2.7 V).
+    pub clock_hz: u32,
+}
+
+impl Default for SpiConfig {
+    fn default() -> SpiConfig {
+        SpiConfig {
+            bus: 0,
+            chip_select: 0,
+            clock_hz: 1_000_000,
+        }
+    }
+}
+
+impl Chip {
+    /// The chip with `bits` of resolution: 10 is the MCP3008, 12 the MCP3208.
+    pub fn with_bits(bits: u8) -> Option<Chip> {
+        match bits {
+            10 => Some(Chip::Mcp3008),
+            12 => Some(Chip::Mcp3208),
+            _ => None,
+        }
+    }
+}
+
 /// An input selection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Input {

@@ -155,6 +155,13 @@ pub struct CtConfig {
     pub min_hz: f64,
     /// See `min_hz`.
     pub max_hz: f64,
+    /// Where the ADC is on the Pi's SPI bus (used by the node's `ct` source).
+    pub spi: crate::meter::adc::SpiConfig,
+    /// Seconds between writes of the registers to the database while the meter runs (batched
+    /// to spare the SD card). They are also always written before an attestation containing
+    /// them is signed, so a power cut loses at most this much measured energy and never makes
+    /// the registers go backwards. 10..=3600.
+    pub persist_secs: u32,
 }
 
 impl Default for CtConfig {
@@ -195,6 +202,8 @@ impl Default for CtConfig {
             ],
             min_hz: 40.0,
             max_hz: 70.0,
+            spi: crate::meter::adc::SpiConfig::default(),
+            persist_secs: 300,
         }
     }
 }
@@ -398,6 +407,20 @@ impl CtMeter {
     /// Channel `channel`'s registers in milliwatt-hours (import, export).
     pub fn registers_mwh(&self, channel: usize) -> Option<(u64, u64)> {
         self.acc.get(channel).map(|a| (a.import_mwh, a.export_mwh))
+    }
+
+    /// Continues channel `channel`'s registers from `import_mwh` and `export_mwh` (the values
+    /// stored before a restart). Registers only grow: a value below the current one is ignored.
+    pub fn restore_registers_mwh(&mut self, channel: usize, import_mwh: u64, export_mwh: u64) {
+        if let Some(a) = self.acc.get_mut(channel) {
+            a.import_mwh = a.import_mwh.max(import_mwh);
+            a.export_mwh = a.export_mwh.max(export_mwh);
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &CtConfig {
+        &self.cfg
     }
 
     /// One sample of ADC input `input` taken at `t_us` (microseconds on any monotonic clock).

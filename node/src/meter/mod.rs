@@ -29,13 +29,19 @@
 //! even though its net is zero. Each source documents where its floating-point power becomes an
 //! integer count of energy (the one conversion point that the style guide asks for).
 //!
+//! A Modbus meter ([`modbus`]) and a DSMR smart meter's P1 port ([`p1`]) keep their own
+//! registers; the current clamps ([`clamps`]) count theirs and store them ([`registers`]).
+//!
 //! Sources do no IO of their own in these types: the simulated meter ([`sim`]) is a pure function
 //! of its seed, the home and the time; the current-clamp computation ([`ct`]) is fed samples by
 //! a sampling thread that owns the ADC ([`adc`]).
 
 pub mod adc;
+pub mod clamps;
 pub mod ct;
 pub mod modbus;
+pub mod p1;
+pub mod registers;
 pub mod sim;
 
 use serde::{Deserialize, Serialize};
@@ -260,6 +266,9 @@ pub enum MeterError {
     /// The hardware failed.
     #[error("meter hardware: {0}")]
     Hardware(String),
+    /// The registers could not be stored or read back.
+    #[error("meter registers: {0}")]
+    Storage(String),
 }
 
 /// A meter: polled with the current time, it answers with a reading for every channel.
@@ -272,6 +281,17 @@ pub trait MeterSource {
 
     /// The readings at `now_ms` (UTC milliseconds).
     fn poll(&mut self, now_ms: u64) -> Result<Sample, MeterError>;
+
+    /// Makes the registers reported so far durable, for a source that keeps them itself (the
+    /// current clamps; a Modbus or P1 meter and the simulation keep or compute their own, so
+    /// the default does nothing). With `force` the write happens now: the meter loop forces it
+    /// before it hands over a slot's registers to be signed, so a published attestation never
+    /// contains a register that a power cut could take back. Without `force` the source writes
+    /// only when its batch interval has passed since its last write (to spare the SD card).
+    fn persist(&mut self, now_ms: u64, force: bool) -> Result<(), MeterError> {
+        let _ = (now_ms, force);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

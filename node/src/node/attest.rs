@@ -18,7 +18,9 @@ fn decode(bytes: &[u8]) -> Option<(MeterAttestation, Hash32)> {
 }
 
 impl Core {
-    /// Signs, stores durably and publishes our attestation for a finished slot.
+    /// Signs, stores durably and publishes our attestation for a finished slot. The meter loop
+    /// hands over `t` only after the source has stored its registers durably (for a source
+    /// that counts them itself), so nothing signed here can be taken back by a power cut.
     pub(super) async fn attest(&mut self, t: SlotTotals) {
         let me = self.key.node_id();
         if !self.clock.may_sign() {

@@ -514,16 +514,19 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
             .max_by_key(|p| p.0)
     };
     let (meter_tx, meter_rx) = mpsc::channel(64);
-    let (meter_enabled, meter_kinds) =
-        match crate::metering::open(&cfg.meter, &key.node_id().short())? {
-            Some(source) => {
-                let kinds = source.info().channels.iter().map(|c| c.kind).collect();
-                let slot_ms = n.chain.at(clock.now_ms()).charter.slot_ms();
-                crate::metering::spawn(source, &cfg.meter, slot_ms, clock.clone(), meter_tx)?;
-                (true, kinds)
-            }
-            None => (false, Vec::new()),
-        };
+    let (meter_enabled, meter_kinds) = match crate::metering::open(
+        &cfg.meter,
+        &key.node_id().short(),
+        Some(Box::new(store.clone())),
+    )? {
+        Some(source) => {
+            let kinds = source.info().channels.iter().map(|c| c.kind).collect();
+            let slot_ms = n.chain.at(clock.now_ms()).charter.slot_ms();
+            crate::metering::spawn(source, &cfg.meter, slot_ms, clock.clone(), meter_tx)?;
+            (true, kinds)
+        }
+        None => (false, Vec::new()),
+    };
     let (tx, rx) = mpsc::channel(256);
     let handle = NodeHandle {
         tx,

@@ -192,6 +192,7 @@ fn config(bits: u8, nominal_hz: f64, legs: Vec<CtInput>) -> CtConfig {
         }],
         min_hz: 40.0,
         max_hz: 70.0,
+        ..CtConfig::default()
     }
 }
 
@@ -534,6 +535,7 @@ fn a_channel_without_voltage_reference_counts_one_way_and_says_so() {
         }],
         min_hz: 40.0,
         max_hz: 70.0,
+        ..CtConfig::default()
     };
     // The grid channel must tell import from export: refused.
     assert_eq!(
