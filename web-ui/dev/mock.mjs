@@ -19,6 +19,8 @@ const charter = {
   settlement_grace_secs: 3600, max_power_w: 20000, effective_ms: Date.now() - 30 * 86400000,
 };
 const book = []; // shared offers
+const documents = []; // agreements and payments between the two nodes: first signs, second decides
+const notes = new Map(); // "taker/nonce" -> dispute notes
 const nodes = ports.map((port, i) => ({
   i, port, id: hex(32), name: ['Ada', 'Bo'][i], code: process.env[`MOCK_SETUP_${'AB'[i]}`] ?? hex(4), users: new Map(), sessions: new Map(),
   trades: [], invites: [], nonce: 1, trader: {
@@ -93,6 +95,82 @@ function newSession(node, res, user) {
 function csv(res, rows) {
   res.writeHead(200, { 'Content-Type': 'text/csv', 'Content-Disposition': 'attachment' });
   res.end(rows.map((r) => r.join(',')).join('\n') + '\n');
+}
+
+// The ledger as the real node shows it (shapes only; the numbers are made up around the
+// payments and trades the mock knows).
+function docView(node, d) {
+  const outgoing = d.first === node.id;
+  const other = nodes.find((n) => n.id === (outgoing ? d.second : d.first));
+  const v = {
+    id: d.id, kind: d.kind, outgoing, counterparty: other.id, counterparty_name: other.name, created_ms: d.created_ms,
+    state: d.state === 'pending' ? (outgoing ? 'proposed' : 'offered') : d.state,
+    side: null, per_slot_wh: null, price: null, start_ms: null, end_ms: null, weekdays: null, from_min: null, to_min: null,
+    utc_offset_min: null, amount: null, through_ms: null, reference: null,
+  };
+  if (d.kind === 'agreement') {
+    Object.assign(v, {
+      side: outgoing ? d.side : d.side === 'sell' ? 'buy' : 'sell', per_slot_wh: d.per_slot_wh, price: d.price,
+      start_ms: d.start_ms, end_ms: d.end_ms, weekdays: d.weekdays, from_min: d.from_min, to_min: d.to_min, utc_offset_min: d.utc_offset_min,
+    });
+  } else Object.assign(v, { amount: d.second === node.id ? d.amount : -d.amount, through_ms: d.through_ms, reference: d.reference });
+  return v;
+}
+
+/** The agreement's next few slots become trades on both nodes (the real node: a day ahead). */
+function materialize(d, now) {
+  const [a, b] = [nodes.find((n) => n.id === d.first), nodes.find((n) => n.id === d.second)];
+  for (let k = 0, s = Math.max(d.start_ms, Math.ceil(now / SLOT) * SLOT); k < 4 && s < d.end_ms; s += SLOT, k++) {
+    const base = { taker: a.id, nonce: bigNonce(), slot_ms: s, energy_wh: d.per_slot_wh, price: d.price, state: 'agreed', settlement: null, delivered_wh: null, amount: null, signatures_verified: true, from_agreement: true };
+    a.trades.push({ ...base, role: 'taker', side: d.side, counterparty: b.id.slice(0, 8), counterparty_id: b.id, counterparty_name: b.name });
+    b.trades.push({ ...base, role: 'maker', side: d.side === 'sell' ? 'buy' : 'sell', counterparty: a.id.slice(0, 8), counterparty_id: a.id, counterparty_name: a.name });
+  }
+}
+
+function disputeStatus(node, t) {
+  const list = notes.get(`${t.taker}/${t.nonce}`) ?? [];
+  if (!list.length) return null;
+  const last = (mine) => [...list].reverse().find((n) => (n.author === node.id) === mine && n.stage === 'resolve')?.amount;
+  const [x, y] = [last(true), last(false)];
+  if (x != null && x === y) return ['resolved', x];
+  const both = list.some((n) => n.author === node.id) && list.some((n) => n.author !== node.id);
+  return [both ? 'answered' : 'open', null];
+}
+
+function ledger(node, now) {
+  const other = nodes[1 - node.i];
+  const month = new Date(now).toISOString().slice(0, 7);
+  const signedPay = documents.filter((d) => d.kind === 'payment' && d.state === 'signed');
+  const received = signedPay.filter((d) => d.second === node.id).reduce((a, d) => a + d.amount, 0);
+  const made = signedPay.filter((d) => d.first === node.id).reduce((a, d) => a + d.amount, 0);
+  const open = node.trades.filter((t) => ['open', 'answered'].includes(disputeStatus(node, t)?.[0])).length;
+  const pending = node.trades.filter((t) => !t.settlement).reduce((a, t) => a + (t.side === 'sell' ? 1 : -1) * Math.floor((t.energy_wh * t.price) / 1000), 0);
+  const sign = node.i ? -1 : 1;
+  const line = (l) => ({ ...l, net: l.receivable - l.payable, closing: l.opening + l.receivable - l.payable - l.payments_received + l.payments_made });
+  const withOther = line({
+    month, counterparty: other.id, counterparty_name: other.name, sold_wh: node.i ? 1300 : 4200, bought_wh: node.i ? 4200 : 1300,
+    receivable: node.i ? 12350 : 39900, payable: node.i ? 39900 : 12350, payments_received: received, payments_made: made,
+    opening: sign * 18250, pending, open_disputes: open,
+  });
+  const cyOld = line({ month: '2026-05', counterparty: 'c0ffee12'.repeat(8), counterparty_name: 'Cy', sold_wh: 800, bought_wh: 5100, receivable: 7600, payable: 48450, payments_received: 0, payments_made: 0, opening: 0, pending: 0, open_disputes: 0 });
+  const statements = [cyOld, withOther];
+  const balances = [{ ...cyOld, month: '' }, { ...withOther, month: '' }];
+  const disputes = node.trades
+    .map((t) => [t, disputeStatus(node, t)])
+    .filter(([, s]) => s)
+    .map(([t, s]) => ({
+      taker: t.taker, nonce: t.nonce, counterparty: t.counterparty_id, counterparty_name: t.counterparty_name, side: t.side, slot_ms: t.slot_ms,
+      energy_wh: t.energy_wh, price: t.price, status: s[0], resolved_amount: s[1], settlement: t.settlement, reason: null,
+      notes: notes.get(`${t.taker}/${t.nonce}`).map((n) => ({ ours: n.author === node.id, stage: n.stage, text: n.text, amount: n.amount, created_ms: n.created_ms })),
+    }));
+  return {
+    statements, balances, disputes,
+    documents: documents.filter((d) => d.first === node.id || d.second === node.id).map((d) => docView(node, d)),
+    reputation: [
+      { peer: other.id, counterparty_name: other.name, promised_wh: 5200, delivered_wh: 4980, delivered_permille: 957, disputed: 1 },
+      { peer: 'c0ffee12'.repeat(8), counterparty_name: 'Cy', promised_wh: 0, delivered_wh: 0, delivered_permille: null, disputed: 0 },
+    ],
+  };
 }
 
 async function handle(node, req, res) {
@@ -216,19 +294,71 @@ async function handle(node, req, res) {
     o.quantity_wh -= b.energy_wh;
     if (o.quantity_wh === 0) book.splice(book.indexOf(o), 1);
     const maker = nodes.find((n) => n.id === o.maker);
-    const base = { taker: node.id, nonce: bigNonce(), slot_ms: o.slot_ms, energy_wh: b.energy_wh, price: o.price, state: 'agreed', settlement: null, delivered_wh: null, amount: null, signatures_verified: true };
-    const mine = { ...base, role: 'taker', side: o.side === 'sell' ? 'buy' : 'sell', counterparty: maker.id.slice(0, 8), counterparty_name: maker.name };
+    const base = { taker: node.id, nonce: bigNonce(), slot_ms: o.slot_ms, energy_wh: b.energy_wh, price: o.price, state: 'agreed', settlement: null, delivered_wh: null, amount: null, signatures_verified: true, from_agreement: false };
+    const mine = { ...base, role: 'taker', side: o.side === 'sell' ? 'buy' : 'sell', counterparty: maker.id.slice(0, 8), counterparty_id: maker.id, counterparty_name: maker.name };
     node.trades.push(mine);
-    maker.trades.push({ ...base, role: 'maker', side: o.side, counterparty: node.id.slice(0, 8), counterparty_name: node.name });
+    maker.trades.push({ ...base, role: 'maker', side: o.side, counterparty: node.id.slice(0, 8), counterparty_id: node.id, counterparty_name: node.name });
     return json(res, 200, mine);
   }
-  if (p === '/api/trades') return json(res, 200, node.trades);
-  if (p === '/api/statements') {
-    const month = new Date(now).toISOString().slice(0, 7);
-    return json(res, 200, [
-      { month, counterparty: nodes[1 - node.i].id.slice(0, 8), counterparty_name: nodes[1 - node.i].name, sold_wh: 4200, bought_wh: 1300, receivable: 39900, payable: 12350, net: 27550 },
-      { month: '2026-05', counterparty: 'c0ffee12', counterparty_name: 'Cy', sold_wh: 800, bought_wh: 5100, receivable: 7600, payable: 48450, net: -40850 },
-    ]);
+  if (p === '/api/trades') return json(res, 200, node.trades.map((t) => ({ ...t, dispute: disputeStatus(node, t)?.[0] ?? null })));
+  if (p === '/api/statements') return json(res, 200, ledger(node, now).statements);
+  if (p === '/api/ledger') return json(res, 200, ledger(node, now));
+  if (p === '/api/agreements' && m === 'POST') {
+    if (!trading) return fail(res, 403, 'your account may not trade');
+    const b = await body(req);
+    const other = nodes.find((n) => n.id === b?.counterparty && n !== node);
+    if (!other) return fail(res, 422, `not a node id: ${JSON.stringify(b?.counterparty)} (64 hex digits)`);
+    if (!['sell', 'buy'].includes(b.side) || !(b.per_slot_wh > 0)) return fail(res, 400, 'bad agreement');
+    if (b.price < charter.feed_in_price || b.price > charter.retail_price) return fail(res, 422, 'price outside the charter band');
+    if (!(b.end_ms > b.start_ms) || b.end_ms - b.start_ms > 92 * 86400000) return fail(res, 422, 'invalid field: end_ms');
+    if (!b.weekdays || !(b.from_min < b.to_min)) return fail(res, 422, 'invalid field: hours');
+    const d = {
+      id: hex(32), kind: 'agreement', first: node.id, second: other.id, state: 'pending', created_ms: now,
+      side: b.side, per_slot_wh: b.per_slot_wh, price: b.price, start_ms: Math.ceil(b.start_ms / SLOT) * SLOT,
+      end_ms: b.end_ms, weekdays: b.weekdays, from_min: b.from_min, to_min: b.to_min, utc_offset_min: node.trader.utc_offset_minutes,
+    };
+    documents.push(d);
+    return json(res, 200, { ok: true, id: d.id });
+  }
+  if (p === '/api/payments' && m === 'POST') {
+    if (!trading) return fail(res, 403, 'your account may not trade');
+    const b = await body(req);
+    const other = nodes.find((n) => n.id === b?.payee && n !== node);
+    if (!other) return fail(res, 422, 'not a node id');
+    if (!(b.amount > 0)) return fail(res, 422, 'invalid field: amount');
+    const d = { id: hex(32), kind: 'payment', first: node.id, second: other.id, state: 'pending', created_ms: now, amount: b.amount, reference: b.reference ?? '', through_ms: now };
+    documents.push(d);
+    return json(res, 200, { ok: true, id: d.id });
+  }
+  mm = /^\/api\/documents\/(\w+)$/.exec(p);
+  if (mm && m === 'POST') {
+    if (!trading) return fail(res, 403, 'your account may not trade');
+    const b = await body(req);
+    const d = documents.find((x) => x.id === mm[1] && x.second === node.id && x.state === 'pending');
+    if (!d) return fail(res, 422, 'no document waits for you with that id');
+    if (!['accept', 'decline'].includes(b?.decision)) return fail(res, 400, 'decision must be accept or decline');
+    d.state = b.decision === 'accept' ? 'signed' : 'declined';
+    if (d.kind === 'agreement' && d.state === 'signed') materialize(d, now);
+    return json(res, 200, { ok: true, id: d.id });
+  }
+  if (p === '/api/disputes' && m === 'POST') {
+    if (!trading) return fail(res, 403, 'your account may not trade');
+    const b = await body(req);
+    const t = node.trades.find((x) => x.taker === b?.taker && x.nonce === String(b?.nonce));
+    if (!t) return fail(res, 422, 'no agreed trade of ours with that id');
+    if (!['open', 'answer', 'resolve'].includes(b.stage)) return fail(res, 400, 'bad stage');
+    if (Buffer.byteLength(b.text ?? '') > 280) return fail(res, 422, 'invalid field: text');
+    if ((b.stage === 'resolve') !== (b.amount != null)) return fail(res, 422, 'invalid field: amount');
+    const most = Math.floor((t.energy_wh * t.price) / 1000);
+    if (b.amount > most) return fail(res, 422, `a resolution cannot exceed the trade's full value (${most} milli-units)`);
+    const key = `${t.taker}/${t.nonce}`;
+    if (!notes.has(key)) notes.set(key, []);
+    notes.get(key).push({ author: node.id, stage: b.stage, text: b.text ?? '', amount: b.amount ?? null, created_ms: now });
+    return json(res, 200, { ok: true, id: hex(32) });
+  }
+  if (p === '/api/export/signed.json') {
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Disposition': 'attachment; filename="wattmesh-export.json"' });
+    return res.end(JSON.stringify({ format: 'wattmesh-signed-export', seal: hex(64), items: node.trades.map((t) => ({ slot_ms: t.slot_ms, evidence: hex(40) })) }));
   }
   if (p === '/api/members') return json(res, 200, nodes.map((n) => member(n, node)));
   if (p === '/api/invites' && m === 'GET') return json(res, 200, node.invites);

@@ -173,3 +173,51 @@ export function shortId(id) {
   const s = String(id ?? '');
   return /^[0-9a-f]{16,}$/i.test(s) ? `${s.slice(0, 4)}-${s.slice(4, 8)}` : s;
 }
+
+/** "1.23" (in the currency's major unit) -> milli-minor units (123000); null when not an amount. */
+export const parseMoney = (text) => parseScaled(text, 5);
+/** Milli-minor units as a major-unit input value: 123000 -> "1.23". */
+export const moneyInput = (milli) => scaledToString(milli, 5, 2);
+
+/** A UTC offset in minutes as "UTC+01:00" / "UTC−05:30" / "UTC". */
+export function formatOffset(min) {
+  const m = Number(min) || 0;
+  if (m === 0) return 'UTC';
+  const a = Math.abs(m);
+  const p = (n) => String(n).padStart(2, '0');
+  return `UTC${m < 0 ? '−' : '+'}${p(Math.floor(a / 60))}:${p(a % 60)}`;
+}
+
+/** A minute of the day as "07:30" (1440 is "24:00"). */
+export function formatMinute(min) {
+  const p = (n) => String(n).padStart(2, '0');
+  return `${p(Math.floor(min / 60))}:${p(min % 60)}`;
+}
+
+/** "07:30" -> 450; "24:00" -> 1440; null when not a time of day. */
+export function parseMinute(text) {
+  const m = /^(\d{1,2}):(\d{2})$/.exec(String(text ?? '').trim());
+  if (!m) return null;
+  const v = Number(m[1]) * 60 + Number(m[2]);
+  return Number(m[2]) < 60 && v <= 1440 ? v : null;
+}
+
+// Standing agreements keep their days and hours in the owner's UTC offset (the trader
+// settings), which may differ from this browser's time zone: these compute in that offset.
+
+/** Midnight of a yyyy-mm-dd date at a UTC offset (minutes), in UTC ms. */
+export function offsetDayStart(value, offsetMin) {
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(value ?? '');
+  if (!m) return null;
+  return Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])) - (Number(offsetMin) || 0) * 60000;
+}
+
+/** yyyy-mm-dd of a time at a UTC offset (for date inputs). */
+export function offsetDateInput(ms, offsetMin) {
+  return new Date(ms + (Number(offsetMin) || 0) * 60000).toISOString().slice(0, 10);
+}
+
+const dfyUtc = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short', year: 'numeric', timeZone: 'UTC' });
+/** The date of a time at a UTC offset: "3 Jun 2026". */
+export const formatOffsetDate = (ms, offsetMin) =>
+  ms == null ? '–' : dfyUtc.format(ms + (Number(offsetMin) || 0) * 60000);

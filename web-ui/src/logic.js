@@ -1,5 +1,5 @@
 // Pure logic of the pages (no DOM, no network), unit-tested in tests/unit/.
-import { formatPrice, formatSlot } from './format.js';
+import { formatMinute, formatPrice, formatSlot } from './format.js';
 
 /** The slots still open for trading: after gate closure is too late. */
 export function openSlots(charter, now, count = 12) {
@@ -106,3 +106,91 @@ export function humanize(text, slotMinutes, currency, now) {
     .replace(/\b(at|limit) (\d+)\b(?! ?(?:Wh|W|%|min|s)\b)/g, (m, w, p) => `${w} ${formatPrice(Number(p), currency)}`);
 }
 
+
+const DAYS = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'];
+export const WEEKDAY_NAMES = ['Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday', 'Sunday'];
+
+/** An agreement's weekday mask (bit 0 Monday … bit 6 Sunday) in words. */
+export function weekdaysText(mask) {
+  const m = Number(mask) & 127;
+  if (m === 127) return 'every day';
+  if (m === 31) return 'Monday to Friday';
+  if (m === 96) return 'weekends';
+  if (m === 0) return 'no day';
+  const on = DAYS.filter((_, i) => m & (1 << i));
+  // Runs of three or more days read as a range: "Mon–Thu, Sat".
+  const out = [];
+  let i = 0;
+  while (i < 7) {
+    if (!(m & (1 << i))) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j + 1 < 7 && m & (1 << (j + 1))) j++;
+    if (j - i >= 2) out.push(`${DAYS[i]}–${DAYS[j]}`);
+    else for (let k = i; k <= j; k++) out.push(DAYS[k]);
+    i = j + 1;
+  }
+  return on.length ? out.join(', ') : 'no day';
+}
+
+/** The covered hours: "all day" or "10:00–14:00". */
+export function hoursText(fromMin, toMin) {
+  if (fromMin === 0 && toMin === 1440) return 'all day';
+  return `${formatMinute(fromMin)}–${formatMinute(toMin)}`;
+}
+
+/** Where a two-party document stands, for people. */
+export function docState(d) {
+  switch (d.state) {
+    case 'signed':
+      return d.kind === 'payment'
+        ? { label: 'confirmed', kind: 'good' }
+        : { label: 'signed by both', kind: 'good' };
+    case 'proposed':
+      return { label: d.kind === 'payment' ? 'waiting for them to confirm' : 'waiting for them', kind: '' };
+    case 'offered':
+      return { label: 'waiting for you', kind: 'warn' };
+    case 'declined':
+      return { label: 'declined', kind: 'bad' };
+    default:
+      return { label: d.state ?? '–', kind: '' };
+  }
+}
+
+/** The latest resolution amount in a dispute's notes, ours or theirs (null if none). */
+export function lastResolve(notes, ours) {
+  for (let i = (notes ?? []).length - 1; i >= 0; i--) {
+    const n = notes[i];
+    if (!!n.ours === !!ours && n.stage === 'resolve' && n.amount != null) return n.amount;
+  }
+  return null;
+}
+
+/** The stage a plain note of ours takes: open when nobody wrote, otherwise an answer. */
+export const noteStage = (notes) => ((notes ?? []).length === 0 ? 'open' : 'answer');
+
+/** A trade's full value, milli-minor, rounded down as the node does (the most a resolution may name). */
+export const tradeValue = (wh, price) => Math.floor((wh * price) / 1000);
+
+/** UTF-8 length of a text (the node limits notes in bytes). */
+export const byteLength = (text) => new TextEncoder().encode(String(text ?? '')).length;
+
+/** Whether an agreement covers the slot starting at `slotMs` (as the node decides it). */
+export function agreementCovers(a, slotMs) {
+  if (slotMs < a.start_ms || slotMs >= a.end_ms) return false;
+  const local = Math.floor(slotMs / 60000) + (a.utc_offset_min ?? 0);
+  const day = Math.floor(local / 1440);
+  const minute = local - day * 1440;
+  const weekday = (((day + 3) % 7) + 7) % 7; // 1970-01-01 was a Thursday; Monday is 0
+  return (a.weekdays & (1 << weekday)) !== 0 && minute >= a.from_min && minute < a.to_min;
+}
+
+/** How many slots an agreement covers. */
+export function agreementSlotCount(a, slotMs) {
+  if (!(slotMs > 0) || !(a.end_ms > a.start_ms)) return 0;
+  let n = 0;
+  for (let s = Math.ceil(a.start_ms / slotMs) * slotMs; s < a.end_ms; s += slotMs) if (agreementCovers(a, s)) n++;
+  return n;
+}

@@ -9,6 +9,7 @@ import { Notice } from './components.jsx';
 import { SetupPage, LoginPage, OfflinePage } from './pages/auth.jsx';
 import { DashboardPage } from './pages/dashboard.jsx';
 import { MarketPage } from './pages/market.jsx';
+import { AgreementsPage } from './pages/agreements.jsx';
 import { TradesPage } from './pages/trades.jsx';
 import { StatementsPage } from './pages/statements.jsx';
 import { AutomationPage } from './pages/automation.jsx';
@@ -20,6 +21,7 @@ import { DownloadsPage } from './pages/downloads.jsx';
 const PAGES = [
   { path: 'dashboard', title: 'Dashboard', icon: '⌂', page: DashboardPage },
   { path: 'market', title: 'Market', icon: '⇄', page: MarketPage },
+  { path: 'agreements', title: 'Agreements', icon: '⇉', page: AgreementsPage },
   { path: 'trades', title: 'Trades', icon: '✓', page: TradesPage },
   { path: 'statements', title: 'Statements', icon: '≡', page: StatementsPage },
   { path: 'automation', title: 'Automation', icon: '⚙', page: AutomationPage },

@@ -15,6 +15,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseJson } from '../src/json.js';
+import { scaledToString } from '../src/format.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const need = (k) => {
@@ -399,6 +400,188 @@ await check('CSV download has a header and a row', async () => {
     const head = (await readFile(await d.path(), 'utf8')).split(/\r?\n/)[0];
     assert.ok(head.includes(','), `${k}.csv has a header: ${head}`);
   }
+});
+
+// Standing agreements, payments and disputes, end to end between the two homes.
+let agreementId;
+let agTrade; // a trade the agreement made, on both nodes
+const rowOf = (page, id) => page.locator(`[data-testid="agreement-row"][data-id="${id}"]`);
+
+const proposed = await check('standing agreement: A proposes one to B (a price outside the band is refused first)', async () => {
+  const { page } = a;
+  await go(page, '#/agreements');
+  await heading(page, 'Agreements');
+  const form = page.getByTestId('agreement-form');
+  await form.waitFor();
+  const ch = (await inPage(page, '/api/charter')).body;
+  const mid = Math.round((ch.feed_in_price + ch.retail_price) / 2);
+  await form.getByLabel('Neighbour').selectOption(nodeB.node_id);
+  await form.getByLabel('Sell to them').check();
+  await form.getByLabel('Energy per slot (Wh)').fill('150');
+  await form.getByLabel(/^Price/).fill(scaledToString(ch.retail_price + 1000, 3));
+  await form.getByRole('button', { name: 'Propose agreement' }).click();
+  await page.getByRole('alert').filter({ hasText: 'must be between' }).waitFor();
+  await form.getByLabel(/^Price/).fill(scaledToString(mid, 3));
+  await form.getByLabel('Number of days').fill('2');
+  await form.getByLabel('From', { exact: true }).selectOption('0');
+  await form.getByLabel('Until').selectOption('1440');
+  await page.getByTestId('agreement-preview').waitFor();
+  const [res] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith('/api/agreements') && r.request().method() === 'POST', { timeout: WAIT }),
+    form.getByRole('button', { name: 'Propose agreement' }).click(),
+  ]);
+  const text = await res.text();
+  assert.equal(res.status(), 200, `propose: ${text}`);
+  agreementId = parseJson(text).id;
+  await page.getByText('Sent to').waitFor();
+  const row = rowOf(page, agreementId);
+  await row.waitFor({ timeout: WAIT });
+  assert.equal(await row.getAttribute('data-state'), 'proposed');
+  assert.match(await row.innerText(), /waiting for them/);
+});
+
+const accepted =
+  proposed &&
+  (await check('standing agreement: B sees it waiting and accepts; both see it signed', async () => {
+    const { page } = b;
+    await go(page, '#/agreements');
+    await heading(page, 'Agreements');
+    const waiting = page.locator(`[data-testid="waiting-doc"][data-id="${agreementId}"]`);
+    await waiting.waitFor({ timeout: WAIT });
+    assert.match(await waiting.innerText(), /You buy 150 Wh from/);
+    await shoot(page, 'agreement-waiting', () => waiting.waitFor());
+    await waiting.getByTestId('doc-accept').click();
+    await page.locator(`[data-testid="agreement-row"][data-id="${agreementId}"][data-state="signed"]`).waitFor({ timeout: WAIT });
+    await a.page.locator(`[data-testid="agreement-row"][data-id="${agreementId}"][data-state="signed"]`).waitFor({ timeout: WAIT });
+    assert.match(await rowOf(a.page, agreementId).innerText(), /signed by both/);
+    await shoot(a.page, 'agreements', () => rowOf(a.page, agreementId).waitFor());
+  }));
+
+await check("standing agreement: A's trades list gets its trades, and B has the same ones", async () => {
+  assert.ok(accepted, 'no agreement was signed');
+  const { page } = a;
+  await go(page, '#/trades');
+  await heading(page, 'Trades');
+  await page.locator('[data-testid="trade-row"][data-agreement="yes"]').first().waitFor({ timeout: WAIT });
+  const mine = (await inPage(page, '/api/trades')).body.filter((t) => t.from_agreement && t.counterparty_id === nodeB.node_id);
+  assert.ok(mine.length > 0, 'A has trades from the agreement');
+  assert.ok(mine.every((t) => t.side === 'sell' && t.energy_wh === 150), 'A sells 150 Wh in each');
+  await page.waitForFunction(
+    async (ids) => {
+      const list = await (await fetch('/api/trades')).text();
+      return ids.some((id) => list.includes(id));
+    },
+    mine.map((t) => `${t.nonce}`),
+    { timeout: WAIT, polling: 1000 },
+  );
+  const theirs = (await inPage(b.page, '/api/trades')).body.filter((t) => t.from_agreement && t.side === 'buy');
+  agTrade = mine.sort((x, y) => x.slot_ms - y.slot_ms).find((t) => theirs.some((u) => u.taker === t.taker && String(u.nonce) === String(t.nonce)));
+  assert.ok(agTrade, 'B holds the same trade as A');
+  assert.match(await page.locator('[data-testid="trade-row"][data-agreement="yes"]').first().innerText(), /standing/);
+});
+
+const paid = await check('payment: B records a payment to A (bad input refused first)', async () => {
+  const { page } = b;
+  await go(page, '#/statements');
+  await heading(page, 'Statements');
+  const bal = page.locator(`[data-testid="balance"][data-peer="${nodeA.node_id}"]`);
+  await bal.waitFor({ timeout: WAIT });
+  await bal.getByTestId('record-payment').click();
+  const dlg = page.getByRole('dialog');
+  await dlg.getByLabel(/^Amount/).fill('one euro');
+  await dlg.getByRole('button', { name: 'Record payment' }).click();
+  await dlg.getByRole('alert').filter({ hasText: 'Enter the amount' }).waitFor();
+  await dlg.getByLabel(/^Amount/).fill('1.23');
+  await dlg.getByLabel('Reference').fill('bank transfer 42');
+  await dlg.getByRole('button', { name: 'Record payment' }).click();
+  await dlg.getByText('Recorded: you paid').waitFor({ timeout: WAIT });
+  await dlg.getByRole('button', { name: 'Done' }).click();
+  const row = page.locator('[data-testid="payment-row"]').filter({ hasText: 'bank transfer 42' });
+  await row.waitFor({ timeout: WAIT });
+  assert.equal(await row.getAttribute('data-state'), 'proposed');
+});
+
+await check('payment: A confirms it; both statements show it', async () => {
+  assert.ok(paid, 'no payment was recorded');
+  const { page } = a;
+  await go(page, '#/statements');
+  await heading(page, 'Statements');
+  const waiting = page.locator('[data-testid="waiting-doc"][data-kind="payment"]').filter({ hasText: 'bank transfer 42' });
+  await waiting.waitFor({ timeout: WAIT });
+  await shoot(page, 'statements-waiting', () => waiting.waitFor());
+  await waiting.getByRole('button', { name: /^Confirm/ }).click();
+  await page.locator('[data-testid="payment-row"][data-state="signed"]').filter({ hasText: 'bank transfer 42' }).waitFor({ timeout: WAIT });
+  await page.locator(`[data-testid="statement-row"][data-peer="${nodeB.node_id}"] [data-testid="statement-payments"]`).filter({ hasText: 'received' }).waitFor({ timeout: WAIT });
+  await b.page.locator('[data-testid="payment-row"][data-state="signed"]').filter({ hasText: 'bank transfer 42' }).waitFor({ timeout: WAIT });
+  await b.page.locator(`[data-testid="statement-row"][data-peer="${nodeA.node_id}"] [data-testid="statement-payments"]`).filter({ hasText: 'paid' }).waitFor({ timeout: WAIT });
+  const sum = (lines, peer, k) => lines.filter((l) => l.counterparty === peer).reduce((x, l) => x + l[k], 0);
+  const la = (await inPage(page, '/api/ledger')).body;
+  const lb = (await inPage(b.page, '/api/ledger')).body;
+  assert.equal(sum(la.statements, nodeB.node_id, 'payments_received'), 123000, 'A counts 1.23 received');
+  assert.equal(sum(lb.statements, nodeA.node_id, 'payments_made'), 123000, 'B counts 1.23 paid');
+});
+
+const cardOf = (page, t) => page.locator(`[data-testid="dispute"][data-taker="${t.taker}"][data-nonce="${t.nonce}"]`);
+await check('dispute: A opens one on a shared trade, B answers, both name the same amount: resolved on both', async () => {
+  assert.ok(agTrade, 'no shared trade');
+  const t = agTrade;
+  const value = Math.floor((t.energy_wh * t.price) / 1000);
+  const half = Math.floor(value / 2);
+  const { page } = a;
+  await go(page, `#/trades/${t.taker}/${t.nonce}`);
+  const open = page.getByTestId('open-dispute');
+  await open.waitFor();
+  await open.getByRole('button', { name: 'Open a dispute' }).click();
+  await page.getByRole('alert').filter({ hasText: 'Say what went wrong' }).waitFor();
+  await open.getByLabel('What went wrong?').fill('My meter shows less than we agreed for this slot.');
+  await open.getByRole('button', { name: 'Open a dispute' }).click();
+  await cardOf(page, t).and(page.locator('[data-status="open"]')).waitFor({ timeout: WAIT });
+  // B sees A's note and answers.
+  await go(b.page, '#/trades');
+  await heading(b.page, 'Trades');
+  const cb = cardOf(b.page, t);
+  await cb.locator('[data-testid="dispute-note"][data-ours="no"]').filter({ hasText: 'less than we agreed' }).waitFor({ timeout: WAIT });
+  await cb.getByLabel('Your answer').fill('Mine too: the clouds came early. Half the value?');
+  await cb.getByTestId('send-note').click();
+  await b.page.locator(`[data-testid="dispute"][data-nonce="${t.nonce}"][data-status="answered"]`).waitFor({ timeout: WAIT });
+  // A sees the answer, tries too much, then proposes half.
+  const ca = cardOf(page, t);
+  await ca.locator('[data-testid="dispute-note"][data-ours="no"]').waitFor({ timeout: WAIT });
+  await page.locator(`[data-testid="dispute"][data-nonce="${t.nonce}"][data-status="answered"]`).waitFor({ timeout: WAIT });
+  await ca.getByLabel(/pays \(/).fill(scaledToString(value + 1000, 5));
+  await ca.getByTestId('propose-resolution').click();
+  await ca.getByRole('alert').filter({ hasText: 'full value' }).waitFor();
+  await ca.getByLabel(/pays \(/).fill(scaledToString(half, 5));
+  await ca.getByTestId('propose-resolution').click();
+  await ca.locator('[data-testid="dispute-note"][data-stage="resolve"][data-ours="yes"]').waitFor({ timeout: WAIT });
+  // B accepts A's amount: both resolve notes name it.
+  await cb.getByTestId('accept-resolution').waitFor({ timeout: WAIT });
+  await cb.getByTestId('accept-resolution').click();
+  await b.page.locator(`[data-testid="dispute"][data-nonce="${t.nonce}"][data-status="resolved"]`).waitFor({ timeout: WAIT });
+  await page.locator(`[data-testid="dispute"][data-nonce="${t.nonce}"][data-status="resolved"]`).waitFor({ timeout: WAIT });
+  assert.match(await cardOf(page, t).innerText(), /Resolved/);
+  const da = (await inPage(page, '/api/ledger')).body.disputes.find((d) => String(d.nonce) === String(t.nonce));
+  const db = (await inPage(b.page, '/api/ledger')).body.disputes.find((d) => String(d.nonce) === String(t.nonce));
+  assert.equal(da.status, 'resolved');
+  assert.equal(db.status, 'resolved');
+  assert.equal(da.resolved_amount, half);
+  assert.equal(db.resolved_amount, half);
+  await shoot(page, 'dispute', () => cardOf(page, t).waitFor());
+  await go(b.page, '#/trades');
+  await b.page.locator(`[data-testid="trade-row"][data-nonce="${t.nonce}"][data-dispute="resolved"]`).waitFor({ timeout: WAIT });
+});
+
+await check('neighbourhood shows delivery records; the signed export downloads', async () => {
+  const { page } = a;
+  await go(page, '#/neighbourhood');
+  await page.getByTestId('members-table').waitFor();
+  assert.ok((await page.getByTestId('delivery-record').count()) >= 2, 'a delivery record column');
+  await go(page, '#/downloads');
+  await heading(page, 'Downloads');
+  const [dl] = await Promise.all([page.waitForEvent('download'), page.getByTestId('download-signed').click()]);
+  const text = await readFile(await dl.path(), 'utf8');
+  const doc = parseJson(text);
+  assert.ok(doc && typeof doc === 'object', `the signed export is JSON: ${text.slice(0, 200)}`);
 });
 
 await check('screenshots of every page, phone and desktop', async () => {

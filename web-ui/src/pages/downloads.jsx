@@ -1,4 +1,4 @@
-// Downloads: CSV of readings, trades and settlements for a date range.
+// Downloads: CSV of readings, trades and settlements for a date range, and the signed export.
 import { nodeNow } from '../api.js';
 import { useState } from 'preact/hooks';
 import { ErrorNote, Field, PageHeader, Section } from '../components.jsx';
@@ -34,7 +34,7 @@ export function DownloadsPage() {
   const valid = a != null && b != null && a < b;
   return (
     <>
-      <PageHeader title="Downloads" sub="Spreadsheet-ready CSV files of this node's data." />
+      <PageHeader title="Downloads" sub="Spreadsheet-ready CSV files of this node's data, and a signed export for the utility." />
       <Section title="Date range" id="range">
         <div class="form-grid">
           <Field label="First day" id="d-from">
@@ -88,6 +88,34 @@ export function DownloadsPage() {
               </li>
             );
           })}
+        </ul>
+      </Section>
+      <Section title="For the utility" id="signed">
+        <ul class="downloads">
+          <li>
+            <div>
+              <strong>Signed export</strong>
+              <p class="muted small">
+                Every trade in the range with both parties' signatures and the co-signed settlements,
+                sealed by this node (JSON). The utility can check it against your neighbours' exports.
+              </p>
+            </div>
+            {valid ? (
+              <a
+                class="button primary"
+                href={`/api/export/signed.json?from=${a}&to=${b - 1}`}
+                download={`wattmesh-signed-${from}-to-${to}.json`}
+                data-testid="download-signed"
+              >
+                Download signed export
+                <span class="sr-only"> from {formatDate(a)} to {to}</span>
+              </a>
+            ) : (
+              <button type="button" disabled>
+                Download signed export
+              </button>
+            )}
+          </li>
         </ul>
       </Section>
     </>

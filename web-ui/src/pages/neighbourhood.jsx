@@ -5,7 +5,7 @@ import { del, isOwner, post, useApi } from '../api.js';
 import {
   Badge, Empty, ErrorNote, Field, Loading, Notice, PageHeader, Section, useAction,
 } from '../components.jsx';
-import { formatDate, formatDuration, formatPower, formatPrice, formatTime, shortId } from '../format.js';
+import { formatDate, formatDuration, formatEnergy, formatPower, formatPrice, formatTime, shortId } from '../format.js';
 
 /** An invite code as an SVG QR code (no network, no canvas). */
 function QrCode({ text }) {
@@ -144,8 +144,29 @@ function Invites({ canIssue }) {
   );
 }
 
+/** How much of what a neighbour sold us it delivered, by the co-signed settlements. */
+function DeliveryRecord({ r }) {
+  if (!r) return '–';
+  const pct = r.delivered_permille == null ? null : r.delivered_permille / 10;
+  return (
+    <span>
+      {pct == null ? (
+        <span class="muted">nothing bought yet</span>
+      ) : (
+        <Badge kind={pct >= 95 ? 'good' : pct >= 80 ? 'warn' : 'bad'}>{`${pct % 1 ? pct.toFixed(1) : pct} % delivered`}</Badge>
+      )}
+      {r.promised_wh > 0 && (
+        <small class="muted"> {formatEnergy(r.delivered_wh)} of {formatEnergy(r.promised_wh)} promised</small>
+      )}
+      {r.disputed > 0 && <small class="muted"> · {r.disputed} disputed or one-sided</small>}
+    </span>
+  );
+}
+
 export function NeighbourhoodPage({ ctx }) {
   const members = useApi('/api/members', { every: 15000 });
+  const led = useApi('/api/ledger', { every: 60000 });
+  const record = new Map((led.data?.reputation ?? []).map((r) => [r.peer, r]));
   const s = ctx.status;
   const ch = ctx.charter;
   const list = members.data ?? [];
@@ -172,6 +193,7 @@ export function NeighbourhoodPage({ ctx }) {
                 <th scope="col" class="num">Solar</th>
                 <th scope="col">Member since</th>
                 <th scope="col">Connection</th>
+                <th scope="col">Delivery record</th>
               </tr>
             </thead>
             <tbody>
@@ -208,12 +230,19 @@ export function NeighbourhoodPage({ ctx }) {
                           '–'
                         )}
                       </td>
+                      <td data-label="Delivery record" data-testid="delivery-record">
+                        <DeliveryRecord r={m.me ? null : record.get(m.node_id)} />
+                      </td>
                     </tr>
                   );
                 })}
             </tbody>
           </table>
         )}
+        <p class="muted small">
+          Delivery record: of the energy each neighbour sold you in settled trades, how much the meters
+          counted as delivered.
+        </p>
       </Section>
 
       {s && (

@@ -1,8 +1,9 @@
 // Trades: history with status and filters, and one trade's details.
 import { useMemo, useState } from 'preact/hooks';
-import { useApi } from '../api.js';
+import { canTrade, useApi } from '../api.js';
 import { tradeStatus } from '../logic.js';
 import { Badge, Empty, ErrorNote, Field, Loading, Notice, PageHeader, Section, useNow } from '../components.jsx';
+import { DisputeBadge, DisputeCard, Disputes, OpenDispute } from './disputes.jsx';
 import {
   dateInput, exactMoney, formatEnergy, formatMoney, formatPrice, formatSlot, localDayStart,
 } from '../format.js';
@@ -16,6 +17,8 @@ const STATUS_FILTERS = [
   ['settled', 'Settled'],
   ['short', 'Short-delivered'],
   ['disputed', 'Disputed'],
+  ['standing', 'From a standing agreement'],
+  ['dispute', 'With a dispute note'],
 ];
 
 const tradeId = (t) => `${t.taker}/${t.nonce}`;
@@ -30,8 +33,15 @@ function Signatures({ ok }) {
 
 function TradeDetail({ ctx, taker, nonce }) {
   const trades = useApi('/api/trades', { every: 10000 });
+  const led = useApi('/api/ledger', { every: 5000 });
   const now = useNow(10000);
   const t = (trades.data ?? []).find((x) => x.taker === taker && String(x.nonce) === String(nonce));
+  const dispute = (led.data?.disputes ?? []).find((d) => d.taker === taker && String(d.nonce) === String(nonce));
+  const trading = canTrade(ctx.user);
+  const changed = () => {
+    led.reload();
+    trades.reload();
+  };
   const c = ctx.currency;
   return (
     <>
@@ -59,6 +69,15 @@ function TradeDetail({ ctx, taker, nonce }) {
                 {t.settlement ? `, settlement ${t.settlement}` : ''})
               </span>
             </dd>
+            {(t.from_agreement || t.dispute) && (
+              <>
+                <dt>Also</dt>
+                <dd>
+                  {t.from_agreement && <Badge title="Made by a standing agreement">standing agreement</Badge>}{' '}
+                  <DisputeBadge status={t.dispute} />
+                </dd>
+              </>
+            )}
             <dt>Signatures</dt>
             <dd data-testid="signatures">
               <Signatures ok={t.signatures_verified} />
@@ -104,17 +123,29 @@ function TradeDetail({ ctx, taker, nonce }) {
           {t.settlement === 'disputed' && (
             <Notice kind="warn">
               The two meters' attestations for this slot did not agree, so the trade is disputed. The
-              record and both attestations stay on both nodes; talk to your neighbour and settle the
-              difference between you (it shows in your statements).
+              record and both attestations stay on both nodes; agree on an amount with your neighbour
+              below (until then it is pending in your statements).
             </Notice>
           )}
           {t.settlement === 'unilateral' && (
             <Notice>
               Your neighbour did not co-sign the settlement in time, so this node recorded it from its
-              own proof alone.
+              own proof alone{dispute?.reason ? ` (${dispute.reason})` : ''}. It stays pending in your
+              statements until the dispute about it is resolved.
             </Notice>
           )}
         </Section>
+      )}
+      {t && led.data && (
+        dispute ? (
+          <Section title="Dispute" id="trade-dispute">
+            <DisputeCard d={dispute} ctx={ctx} trading={trading} onChange={changed} headless />
+          </Section>
+        ) : t.state === 'agreed' ? (
+          <Section title="Dispute" id="trade-dispute">
+            <OpenDispute t={t} ctx={ctx} trading={trading} onOpened={changed} />
+          </Section>
+        ) : null
       )}
     </>
   );
@@ -144,7 +175,10 @@ function TradeList({ ctx }) {
       .map((t) => ({ t, s: tradeStatus(t, ctx.slotMinutes, now) }))
       .filter(
         ({ t, s }) =>
-          (!status || s.key === status) &&
+          (!status ||
+            s.key === status ||
+            (status === 'standing' && t.from_agreement) ||
+            (status === 'dispute' && t.dispute)) &&
           (!side || t.side === side) &&
           (lo == null || t.slot_ms >= lo) &&
           (hi == null || t.slot_ms < hi + 86400000) &&
@@ -210,10 +244,25 @@ function TradeList({ ctx }) {
             </thead>
             <tbody>
               {rows.map(({ t, s }) => (
-                <tr key={tradeId(t)} data-testid="trade-row" data-nonce={t.nonce} data-taker={t.taker}>
+                <tr
+                  key={tradeId(t)}
+                  data-testid="trade-row"
+                  data-nonce={t.nonce}
+                  data-taker={t.taker}
+                  data-agreement={t.from_agreement ? 'yes' : undefined}
+                  data-dispute={t.dispute ?? undefined}
+                >
                   <td data-label="Slot">{formatSlot(t.slot_ms, ctx.slotMinutes, now)}</td>
                   <td data-label="We">
-                    <Badge kind={t.side}>{t.side === 'sell' ? 'sold' : 'bought'}</Badge>
+                    <span>
+                      <Badge kind={t.side}>{t.side === 'sell' ? 'sold' : 'bought'}</Badge>
+                      {t.from_agreement && (
+                        <>
+                          {' '}
+                          <Badge title="Made by a standing agreement">standing</Badge>
+                        </>
+                      )}
+                    </span>
                   </td>
                   <td data-label="Neighbour">
                     <span>
@@ -232,6 +281,11 @@ function TradeList({ ctx }) {
                   <td data-label="Status">
                     <span>
                     <Badge kind={s.kind}>{s.label}</Badge>{' '}
+                    {t.dispute && (
+                      <>
+                        <DisputeBadge status={t.dispute} />{' '}
+                      </>
+                    )}
                     {t.signatures_verified ? (
                       <span class="sig ok" title="Both signatures verified">✓<span class="sr-only"> signatures verified</span></span>
                     ) : (
@@ -253,6 +307,7 @@ function TradeList({ ctx }) {
           Amounts: positive is owed to you, negative is what you owe.
         </p>
       </Section>
+      <Disputes ctx={ctx} onChange={trades.reload} />
     </>
   );
 }

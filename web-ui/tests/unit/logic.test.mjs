@@ -129,3 +129,60 @@ test('trader log text reads as times, short nonces and prices', () => {
   const w = humanize(`forecast -8 Wh for slot ${slot}: bid for 8 Wh at 4000 (limit 8500)`, 5, 'USD', now);
   assert.match(w, /^forecast -8 Wh for slot today [^:]+:\d\d\D*–[^:]+:\d\d\D*: bid for 8 Wh at 4 ¢\/kWh \(limit 8.5 ¢\/kWh\)$/);
 });
+
+import { weekdaysText, hoursText, agreementCovers, agreementSlotCount, lastResolve, noteStage, tradeValue, byteLength, docState } from '../../src/logic.js';
+import { parseMoney, moneyInput, formatOffset, offsetDayStart, offsetDateInput, parseMinute } from '../../src/format.js';
+
+test('weekday masks read as words', () => {
+  assert.equal(weekdaysText(127), 'every day');
+  assert.equal(weekdaysText(31), 'Monday to Friday');
+  assert.equal(weekdaysText(96), 'weekends');
+  assert.equal(weekdaysText(0b0010101), 'Mon, Wed, Fri');
+  assert.equal(weekdaysText(0b0101111), 'Mon–Thu, Sat');
+  assert.equal(hoursText(0, 1440), 'all day');
+  assert.equal(hoursText(600, 960), '10:00–16:00');
+});
+
+test('an agreement covers the slots the node derives (offset, weekdays, hours)', () => {
+  // 2026-06-01 is a Monday. At UTC+02:00, 10:00 local is 08:00 UTC.
+  const mon = Date.UTC(2026, 5, 1);
+  const a = { start_ms: mon - 120 * 60000, end_ms: mon + 7 * 86400000, weekdays: 1, from_min: 600, to_min: 720, utc_offset_min: 120 };
+  assert.equal(agreementCovers(a, mon + 8 * 3600000), true, 'Monday 10:00 local');
+  assert.equal(agreementCovers(a, mon + 10 * 3600000), false, '12:00 local is the end, exclusive');
+  assert.equal(agreementCovers(a, mon + 86400000 + 8 * 3600000), false, 'Tuesday');
+  assert.equal(agreementSlotCount(a, 15 * 60000), 8, 'two hours of 15-minute slots on one Monday');
+});
+
+test('money, offsets and times of day parse exactly', () => {
+  assert.equal(parseMoney('1.23'), 123000);
+  assert.equal(parseMoney('0.00001'), 1);
+  assert.equal(parseMoney('1.000001'), null);
+  assert.equal(moneyInput(123000), '1.23');
+  assert.equal(moneyInput(123456), '1.23456');
+  assert.equal(formatOffset(60), 'UTC+01:00');
+  assert.equal(formatOffset(-330), 'UTC−05:30');
+  assert.equal(formatOffset(0), 'UTC');
+  assert.equal(offsetDayStart('2026-06-01', 120), Date.UTC(2026, 5, 1) - 7200000);
+  assert.equal(offsetDateInput(Date.UTC(2026, 5, 1, 23, 30), 60), '2026-06-02');
+  assert.equal(parseMinute('24:00'), 1440);
+  assert.equal(parseMinute('7:60'), null);
+});
+
+test('dispute notes: the latest resolution of each side, the next stage, limits', () => {
+  const notes = [
+    { ours: true, stage: 'open', text: 'short' },
+    { ours: false, stage: 'answer', text: 'no' },
+    { ours: false, stage: 'resolve', amount: 100 },
+    { ours: true, stage: 'resolve', amount: 200 },
+    { ours: false, stage: 'resolve', amount: 150 },
+  ];
+  assert.equal(lastResolve(notes, true), 200);
+  assert.equal(lastResolve(notes, false), 150);
+  assert.equal(lastResolve([], false), null);
+  assert.equal(noteStage([]), 'open');
+  assert.equal(noteStage(notes), 'answer');
+  assert.equal(tradeValue(333, 9999), 3329, 'rounded down like units::cost');
+  assert.equal(byteLength('€'), 3);
+  assert.equal(docState({ kind: 'payment', state: 'signed' }).label, 'confirmed');
+  assert.equal(docState({ kind: 'agreement', state: 'offered' }).label, 'waiting for you');
+});
