@@ -446,9 +446,10 @@ const accepted =
     const { page } = b;
     await go(page, '#/agreements');
     await heading(page, 'Agreements');
-    const waiting = page.locator(`[data-testid="waiting-doc"][data-id="${agreementId}"]`);
+    const waiting = page.locator(`[data-testid="agreement-row"][data-id="${agreementId}"][data-state="offered"]`);
     await waiting.waitFor({ timeout: WAIT });
-    assert.match(await waiting.innerText(), /You buy 150 Wh from/);
+    assert.match(await waiting.innerText(), /waiting for you/);
+    assert.match(await waiting.innerText(), /150 Wh/);
     await shoot(page, 'agreement-waiting', () => waiting.waitFor());
     await waiting.getByTestId('doc-accept').click();
     await page.locator(`[data-testid="agreement-row"][data-id="${agreementId}"][data-state="signed"]`).waitFor({ timeout: WAIT });
@@ -557,7 +558,8 @@ await check('dispute: A opens one on a shared trade, B answers, both name the sa
   // B accepts A's amount: both resolve notes name it.
   await cb.getByTestId('accept-resolution').waitFor({ timeout: WAIT });
   await cb.getByTestId('accept-resolution').click();
-  await b.page.locator(`[data-testid="dispute"][data-nonce="${t.nonce}"][data-status="resolved"]`).waitFor({ timeout: WAIT });
+  // (On the Trades page resolved disputes fold away under a summary.)
+  await b.page.locator(`[data-testid="dispute"][data-nonce="${t.nonce}"][data-status="resolved"]`).waitFor({ state: 'attached', timeout: WAIT });
   await page.locator(`[data-testid="dispute"][data-nonce="${t.nonce}"][data-status="resolved"]`).waitFor({ timeout: WAIT });
   assert.match(await cardOf(page, t).innerText(), /Resolved/);
   const da = (await inPage(page, '/api/ledger')).body.disputes.find((d) => String(d.nonce) === String(t.nonce));

@@ -3,7 +3,7 @@
 import { useMemo, useState } from 'preact/hooks';
 import { canTrade, get, nodeNow, post, useApi } from '../api.js';
 import { Badge, Empty, ErrorNote, Field, Loading, Notice, PageHeader, Section, useAction, useNow } from '../components.jsx';
-import { DocBadge, Decide, ReadOnlyNote, WaitingForYou, periodText, scheduleText, who } from '../ledger.jsx';
+import { DocBadge, Decide, ReadOnlyNote, periodText, scheduleText, who } from '../ledger.jsx';
 import { WEEKDAY_NAMES, agreementSlotCount, cost, hoursText, weekdaysText } from '../logic.js';
 import {
   exactMoney, formatEnergy, formatMinute, formatMoney, formatOffset, formatPrice, minorUnit, offsetDateInput,
@@ -107,7 +107,7 @@ function ProposeAgreement({ ctx, members, offset, onSent }) {
             </select>
           </Field>
           <fieldset class="radios">
-            <legend>I</legend>
+            <legend>I want to</legend>
             <label>
               <input type="radio" name="ag-side" value="sell" checked={side === 'sell'} onChange={() => setSide('sell')} />
               Sell to them
@@ -203,7 +203,8 @@ export function AgreementsPage({ ctx }) {
   const trading = canTrade(ctx.user);
   const c = ctx.currency;
   const docs = (led.data?.documents ?? []).filter((d) => d.kind === 'agreement');
-  const list = [...docs].sort((a, b) => b.created_ms - a.created_ms);
+  const waits = (d) => (!d.outgoing && d.state === 'offered' ? 1 : 0);
+  const list = [...docs].sort((a, b) => waits(b) - waits(a) || b.created_ms - a.created_ms);
   const offset = trader.data?.limits?.utc_offset_minutes;
 
   return (
@@ -213,10 +214,7 @@ export function AgreementsPage({ ctx }) {
         sub="Standing agreements: the same trade with a neighbour in every slot of the hours and days you choose, for up to 92 days."
       />
       <ReadOnlyNote trading={trading} />
-      <Section title="Waiting for you" id="agreements-waiting">
-        <ErrorNote error={led.error} />
-        {!led.data ? <Loading /> : <WaitingForYou docs={docs} ctx={{ ...ctx, now }} trading={trading} onDone={led.reload} />}
-      </Section>
+      <ErrorNote error={led.error} />
       <Section title="Your agreements" id="agreements">
         {!led.data ? (
           <Loading />

@@ -24,6 +24,25 @@ export function DisputeBadge({ status }) {
 
 const STAGE = { open: 'opened the dispute', answer: 'answered', resolve: 'proposed a resolution' };
 
+/** What a note did: a resolution naming the amount the other side last proposed agrees to it. */
+function stageText(notes, i) {
+  const n = notes[i];
+  if (n.stage === 'resolve' && n.amount != null && lastResolve(notes.slice(0, i), !n.ours) === n.amount) {
+    return 'agreed to the resolution';
+  }
+  return STAGE[n.stage] ?? n.stage;
+}
+
+/** An amount for display, with the exact value when it is not a whole minor unit. */
+function Amount({ v, c }) {
+  return (
+    <strong title={exactMoney(v, c)}>
+      {formatMoney(v, c)}
+      {v % 1000 !== 0 && <span class="muted small"> ({exactMoney(v, c)})</span>}
+    </strong>
+  );
+}
+
 function sendNote(d, stage, text, amount) {
   const body = { taker: d.taker, nonce: rawInt(d.nonce), stage, text };
   if (amount != null) body.amount = amount;
@@ -141,13 +160,13 @@ export function DisputeCard({ d, ctx, trading, onChange, headless }) {
           {notes.map((n, i) => (
             <li key={i} class={n.ours ? 'ours' : 'theirs'} data-testid="dispute-note" data-stage={n.stage} data-ours={n.ours ? 'yes' : 'no'}>
               <div class="note-meta">
-                <strong>{n.ours ? 'You' : who(d)}</strong> {STAGE[n.stage] ?? n.stage} ·{' '}
+                <strong>{n.ours ? 'You' : who(d)}</strong> {stageText(notes, i)} ·{' '}
                 <time dateTime={new Date(n.created_ms).toISOString()}>{formatTime(n.created_ms, now)}</time>
               </div>
               {n.text && <p>{n.text}</p>}
               {n.stage === 'resolve' && n.amount != null && (
-                <p class="note-amount" title={exactMoney(n.amount, c)}>
-                  The buyer pays <strong>{formatMoney(n.amount, c)}</strong> for this trade.
+                <p class="note-amount">
+                  The buyer pays <Amount v={n.amount} c={c} /> for this trade.
                 </p>
               )}
             </li>
@@ -158,7 +177,7 @@ export function DisputeCard({ d, ctx, trading, onChange, headless }) {
       )}
       {d.status === 'resolved' ? (
         <Notice kind="ok">
-          Resolved: {buyer} pay{buyer === 'you' ? '' : 's'} <strong>{formatMoney(d.resolved_amount, c)}</strong> for this trade; it now counts
+          Resolved: {buyer} pay{buyer === 'you' ? '' : 's'} <Amount v={d.resolved_amount} c={c} /> for this trade; it now counts
           at that amount in both statements.
         </Notice>
       ) : (
@@ -167,7 +186,7 @@ export function DisputeCard({ d, ctx, trading, onChange, headless }) {
             {theirs != null && theirs !== ours && (
               <div class="accept-row">
                 <p>
-                  {who(d)} proposes that {buyer} pay{buyer === 'you' ? '' : 's'} <strong>{formatMoney(theirs, c)}</strong>.
+                  {who(d)} proposes that {buyer} pay{buyer === 'you' ? '' : 's'} <Amount v={theirs} c={c} />.
                 </p>
                 <button type="button" class="primary" disabled={busy} onClick={() => send('resolve', theirs)} data-testid="accept-resolution">
                   Accept {formatMoney(theirs, c)}
@@ -220,6 +239,7 @@ export function Disputes({ ctx, onChange }) {
   const list = [...(led.data?.disputes ?? [])].sort(
     (a, b) => (a.status === 'resolved') - (b.status === 'resolved') || b.slot_ms - a.slot_ms,
   );
+  const resolved = list.filter((d) => d.status === 'resolved');
   const changed = () => {
     led.reload();
     onChange?.();
@@ -233,9 +253,21 @@ export function Disputes({ ctx, onChange }) {
         <Empty>No disputes. To dispute a trade, open its details and say what went wrong.</Empty>
       ) : (
         <div class="disputes" data-testid="disputes">
-          {list.map((d) => (
+          {list.filter((d) => d.status !== 'resolved').map((d) => (
             <DisputeCard key={`${d.taker}/${d.nonce}`} d={d} ctx={ctx} trading={trading} onChange={changed} />
           ))}
+          {resolved.length > 0 && (
+            <details class="resolved" open={resolved.length < 3 && resolved.length === list.length}>
+              <summary>
+                {resolved.length} resolved dispute{resolved.length === 1 ? '' : 's'}
+              </summary>
+              <div class="disputes">
+                {resolved.map((d) => (
+                  <DisputeCard key={`${d.taker}/${d.nonce}`} d={d} ctx={ctx} trading={trading} onChange={changed} />
+                ))}
+              </div>
+            </details>
+          )}
         </div>
       )}
       <p class="muted small">

@@ -197,9 +197,11 @@ export function StatementsPage({ ctx }) {
       <PageHeader title="Statements" sub="What you and each neighbour owe each other, month by month, and the payments between you." />
       <ReadOnlyNote trading={trading} />
       <ErrorNote error={led.error} />
-      <Section title="Waiting for you" id="waiting">
-        {!led.data ? <Loading /> : <WaitingForYou docs={docs} ctx={{ ...ctx, now }} trading={trading} onDone={led.reload} />}
-      </Section>
+      {docs.some((d) => !d.outgoing && d.state === 'offered') && (
+        <Section title="Waiting for you" id="waiting">
+          <WaitingForYou docs={docs} ctx={{ ...ctx, now }} trading={trading} onDone={led.reload} />
+        </Section>
+      )}
       <Section
         title={m ? formatMonth(m) : 'Statement'}
         id="statement"
@@ -227,9 +229,10 @@ export function StatementsPage({ ctx }) {
               <Stat label="Opening balance" value={formatMoney(sum('opening'), c, { signed: true })} title={exactMoney(sum('opening'), c)} />
               <Stat label="Trades this month" value={formatMoney(sum('net'), c, { signed: true })} title={exactMoney(sum('net'), c)} kind={sum('net') >= 0 ? 'good' : 'import'} />
               <Stat
-                label="Payments"
-                value={formatMoney(sum('payments_received') - sum('payments_made'), c, { signed: true })}
-                sub={`received ${formatMoney(sum('payments_received'), c)} · paid ${formatMoney(sum('payments_made'), c)}`}
+                label="Payments received"
+                value={formatMoney(sum('payments_received'), c)}
+                sub={`you paid ${formatMoney(sum('payments_made'), c)}`}
+                title={exactMoney(sum('payments_received'), c)}
               />
               <Stat
                 label={closing >= 0 ? 'Closing, to receive' : 'Closing, to pay'}

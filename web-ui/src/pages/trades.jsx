@@ -69,12 +69,12 @@ function TradeDetail({ ctx, taker, nonce }) {
                 {t.settlement ? `, settlement ${t.settlement}` : ''})
               </span>
             </dd>
-            {(t.from_agreement || t.dispute) && (
+            {(t.from_agreement || t.dispute || dispute) && (
               <>
                 <dt>Also</dt>
                 <dd>
                   {t.from_agreement && <Badge title="Made by a standing agreement">standing agreement</Badge>}{' '}
-                  <DisputeBadge status={t.dispute} />
+                  <DisputeBadge status={dispute?.status ?? t.dispute} />
                 </dd>
               </>
             )}
