@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod dirs;
 pub mod discovery;
+pub mod forecast;
 pub mod identity;
 pub mod ledger;
 pub mod market;

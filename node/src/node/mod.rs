@@ -572,6 +572,25 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
     let (restore_tx, restore_rx) = mpsc::channel(1024);
     let (synced_tx, synced_rx) = mpsc::channel(256);
     let web_store = store.clone();
+    // The trader's same-slot history: the last week's readings.
+    let profile = {
+        let now = clock.now_ms();
+        let slot_ms = n.chain.at(now).charter.slot_ms();
+        let store = store.clone();
+        let from = now.saturating_sub(crate::forecast::DAYS as u64 * 86_400_000);
+        let rows = tokio::task::spawn_blocking(move || store.readings(from, now))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let mut p = crate::forecast::SlotProfile::new(slot_ms);
+        for (_, bytes) in rows {
+            if let Ok(m) = postcard::from_bytes::<crate::metering::Minute>(&bytes) {
+                p.record(m.minute_ms, f64::from(m.grid_w));
+            }
+        }
+        p
+    };
     let core = Core {
         key: std::sync::Arc::new(key),
         n,
@@ -596,6 +615,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         last_trader_ms: 0,
         trader_log: std::collections::VecDeque::new(),
         power_history: std::collections::VecDeque::new(),
+        profile,
         counters: Counters::default(),
         quotas: HashMap::new(),
         quota_per_minute: cfg.network.requests_per_peer_per_minute.max(1),
@@ -661,6 +681,8 @@ struct Core {
     trader_log: std::collections::VecDeque<(u64, crate::market::trader::Action)>,
     /// Recent grid power readings (time, W), for the trader's forecast.
     power_history: std::collections::VecDeque<(u64, f64)>,
+    /// Mean grid power per slot of the day over the last week, for the trader's forecast.
+    profile: crate::forecast::SlotProfile,
     counters: Counters,
     quotas: HashMap<PeerId, (Instant, u32)>,
     quota_per_minute: u32,
@@ -1435,6 +1457,7 @@ impl Core {
                 self.meter = m;
             }
             crate::metering::MeterEvent::Minute(m) => {
+                self.profile.record(m.minute_ms, f64::from(m.grid_w));
                 let store = self.store.clone();
                 let bytes = postcard::to_allocvec(&m).unwrap_or_default();
                 let horizon = m.minute_ms.saturating_sub(self.retention_ms);
@@ -1450,8 +1473,9 @@ impl Core {
         }
     }
 
-    /// The trader's turn, with a forecast from the home's own recent history: the mean grid
-    /// power over the last readings (up to 15 minutes), as net export for every upcoming slot.
+    /// The trader's turn, with a forecast from the home's own history: the mean grid power over
+    /// the last readings (up to 15 minutes) blended with the same slot on the last days
+    /// ([`crate::forecast`]).
     fn trader_input(&self) -> crate::market::Input {
         let now = self.clock.now_ms();
         let c = &self.n.chain.at(now).charter;
@@ -1461,16 +1485,20 @@ impl Core {
             .filter(|(t, _)| now.saturating_sub(*t) <= 15 * 60_000)
             .map(|(_, w)| *w)
             .collect();
-        let mean_w = if recent.is_empty() {
-            0.0
-        } else {
-            recent.iter().sum::<f64>() / recent.len() as f64
-        };
-        // Positive grid power is import; the forecast counts export as positive.
-        let per_slot = (-mean_w * c.slot_minutes as f64 / 60.0).round() as i64;
+        let mean_w = (!recent.is_empty()).then(|| recent.iter().sum::<f64>() / recent.len() as f64);
         let first = slot::first_open_slot(c, now);
         let forecast = (0..u64::from(self.trader.lead_slots.max(1)))
-            .map(|k| (first + k * c.slot_ms(), per_slot))
+            .map(|k| {
+                let s = first + k * c.slot_ms();
+                let history = self.profile.history(s);
+                let wh = crate::forecast::expected_export_wh(
+                    mean_w,
+                    &history,
+                    k,
+                    u64::from(c.slot_minutes),
+                );
+                (s, wh)
+            })
             .collect();
         crate::market::Input::Trade {
             limits: self.trader.clone(),
