@@ -569,7 +569,9 @@ await check('dispute: A opens one on a shared trade, B answers, both name the sa
   assert.equal(da.resolved_amount, half);
   assert.equal(db.resolved_amount, half);
   await shoot(page, 'dispute', () => cardOf(page, t).waitFor());
+  // The history is long with an agreement's trades: filter it down to trades with a dispute.
   await go(b.page, '#/trades');
+  await b.page.getByLabel('Status', { exact: true }).selectOption('dispute');
   await b.page.locator(`[data-testid="trade-row"][data-nonce="${t.nonce}"][data-dispute="resolved"]`).waitFor({ timeout: WAIT });
 });
 

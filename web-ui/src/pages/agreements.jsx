@@ -97,7 +97,7 @@ function ProposeAgreement({ ctx, members, offset, onSent }) {
         <Empty>No neighbour to agree with yet.</Empty>
       ) : (
         <form onSubmit={submit} class="form-grid" data-testid="agreement-form" noValidate>
-          <Field label="Neighbour" id="ag-peer">
+          <Field label="Neighbour" id="ag-peer" class="span-all">
             <select id="ag-peer" value={peerId} onChange={(e) => setPeer(e.currentTarget.value)}>
               {others.map((m) => (
                 <option key={m.node_id} value={m.node_id}>

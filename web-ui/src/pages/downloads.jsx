@@ -97,7 +97,7 @@ export function DownloadsPage() {
               <strong>Signed export</strong>
               <p class="muted small">
                 Every trade in the range with both parties' signatures and the co-signed settlements,
-                sealed by this node (JSON). The utility can check it against your neighbours' exports.
+                sealed by this node (JSON), for the date range above. The utility can check it against your neighbours' exports.
               </p>
             </div>
             {valid ? (

@@ -145,8 +145,9 @@ function Invites({ canIssue }) {
 }
 
 /** How much of what a neighbour sold us it delivered, by the co-signed settlements. */
-function DeliveryRecord({ r }) {
-  if (!r) return '–';
+function DeliveryRecord({ r, me }) {
+  if (me) return '–';
+  if (!r) return <span class="muted">no settled trades</span>;
   const pct = r.delivered_permille == null ? null : r.delivered_permille / 10;
   return (
     <span>
@@ -231,7 +232,7 @@ export function NeighbourhoodPage({ ctx }) {
                         )}
                       </td>
                       <td data-label="Delivery record" data-testid="delivery-record">
-                        <DeliveryRecord r={m.me ? null : record.get(m.node_id)} />
+                        <DeliveryRecord me={m.me} r={record.get(m.node_id)} />
                       </td>
                     </tr>
                   );

@@ -22,6 +22,8 @@ const STATUS_FILTERS = [
 ];
 
 const tradeId = (t) => `${t.taker}/${t.nonce}`;
+// A standing agreement makes a trade per slot, so the history is shown a page at a time.
+const PAGE = 50;
 
 function Signatures({ ok }) {
   return ok ? (
@@ -165,6 +167,7 @@ function TradeList({ ctx }) {
   const [who, setWho] = useState('');
   const [from, setFrom] = useState('');
   const [to, setTo] = useState('');
+  const [shown, setShown] = useState(PAGE);
   const c = ctx.currency;
   const list = trades.data ?? [];
   const rows = useMemo(() => {
@@ -243,7 +246,7 @@ function TradeList({ ctx }) {
               </tr>
             </thead>
             <tbody>
-              {rows.map(({ t, s }) => (
+              {rows.slice(0, shown).map(({ t, s }) => (
                 <tr
                   key={tradeId(t)}
                   data-testid="trade-row"
@@ -302,6 +305,16 @@ function TradeList({ ctx }) {
               ))}
             </tbody>
           </table>
+        )}
+        {rows.length > shown && (
+          <div class="form-actions">
+            <span class="muted small">
+              Showing {shown} of {rows.length} trades.
+            </span>
+            <button type="button" onClick={() => setShown(shown + PAGE * 4)}>
+              Show more
+            </button>
+          </div>
         )}
         <p class="muted small">
           Amounts: positive is owed to you, negative is what you owe.
