@@ -593,8 +593,12 @@ await check('screenshots of every page, phone and desktop', async () => {
   // Something in the order book: a buy offer from B and another sell offer of A's own.
   const ch = (await inPage(page, '/api/charter')).body;
   const mid = Math.round((ch.feed_in_price + ch.retail_price) / 2);
-  const r1 = await postInPage(b.page, '/api/offers', { side: 'buy', quantity_wh: 1200, price: mid - 500 });
-  const r2 = await postInPage(page, '/api/offers', { side: 'sell', quantity_wh: 800, price: mid + 500 });
+  // A few slots ahead, so that they are still open when the market is photographed (also on a
+  // fast test clock, where the next slot's trading closes within seconds).
+  const slotMs = ch.slot_minutes * 60000;
+  const ahead = Math.ceil((await inPage(page, '/api/status')).body.now_ms / slotMs) * slotMs + 4 * slotMs;
+  const r1 = await postInPage(b.page, '/api/offers', { side: 'buy', quantity_wh: 1200, price: mid - 500, slot_ms: ahead });
+  const r2 = await postInPage(page, '/api/offers', { side: 'sell', quantity_wh: 800, price: mid + 500, slot_ms: ahead });
   assert.equal(r1.status, 200, `B's buy offer: ${JSON.stringify(r1.body)}`);
   assert.equal(r2.status, 200, `A's sell offer: ${JSON.stringify(r2.body)}`);
   await page.waitForFunction(

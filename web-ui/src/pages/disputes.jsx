@@ -144,7 +144,11 @@ export function DisputeCard({ d, ctx, trading, onChange, headless }) {
       {!headless && (
         <p class="small">
           <a href={`#/trades/${encodeURIComponent(d.taker)}/${encodeURIComponent(d.nonce)}`}>Trade details</a>
-          <span class="muted"> · full value {formatMoney(value, c)}</span>
+          <span class="muted" title={exactMoney(value, c)}>
+            {' '}
+            · full value {formatMoney(value, c)}
+            {value % 1000 !== 0 && ` (${exactMoney(value, c)})`}
+          </span>
         </p>
       )}
       {(d.settlement === 'unilateral' || d.settlement === 'disputed') && (
