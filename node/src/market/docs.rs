@@ -839,120 +839,13 @@ fn counterparty(t: &wattmesh_protocol::Trade, me: &NodeId) -> Option<NodeId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::market::testkit::Pair;
     use crate::market::{Input, SettleState};
-    use std::collections::VecDeque;
     use std::sync::Arc;
-    use wattmesh_protocol::sample::{self, NOW_MS};
+    use wattmesh_protocol::sample;
 
-    /// Two markets wired back to back: every request is delivered (unless dropped) and its
-    /// answer fed back, until nothing is left to deliver.
-    struct Pair {
-        m: [Market; 2],
-        now: u64,
-        /// Drop the next this many requests (as if the network lost them).
-        drop: usize,
-        /// Drop the next this many answers (the request arrived; its answer was lost).
-        drop_answers: usize,
-    }
-
-    impl Pair {
-        fn new() -> Pair {
-            let chain = sample::chain();
-            Pair {
-                m: [
-                    Market::new(Arc::new(sample::seller_key()), chain.clone()),
-                    Market::new(Arc::new(sample::buyer_key()), chain),
-                ],
-                now: NOW_MS,
-                drop: 0,
-                drop_answers: 0,
-            }
-        }
-
-        fn id(&self, i: usize) -> NodeId {
-            self.m[i].me()
-        }
-
-        /// Feeds `input` to market `i` and delivers everything that follows. Returns the
-        /// commands' results.
-        fn feed(&mut self, i: usize, input: Input) -> Vec<Result<CmdResult, String>> {
-            let mut done = Vec::new();
-            let mut queue: VecDeque<(usize, Output)> = self.m[i]
-                .handle(self.now, true, input)
-                .into_iter()
-                .map(|o| (i, o))
-                .collect();
-            while let Some((at, o)) = queue.pop_front() {
-                match o {
-                    Output::Send { to, token, req } => {
-                        let other = usize::from(to == self.id(1));
-                        assert_ne!(other, at, "a market sent itself a request");
-                        if self.drop > 0 {
-                            self.drop -= 1;
-                            queue.extend(
-                                self.m[at]
-                                    .handle(self.now, true, Input::Response { token, resp: None })
-                                    .into_iter()
-                                    .map(|o| (at, o)),
-                            );
-                            continue;
-                        }
-                        let from = self.id(at);
-                        let outs = self.m[other].handle(
-                            self.now,
-                            true,
-                            Input::Request {
-                                from,
-                                req,
-                                reply: token,
-                            },
-                        );
-                        for o in outs {
-                            match o {
-                                Output::Reply { reply, resp } => {
-                                    let resp = if self.drop_answers > 0 {
-                                        self.drop_answers -= 1;
-                                        None
-                                    } else {
-                                        Some(resp)
-                                    };
-                                    queue.extend(
-                                        self.m[at]
-                                            .handle(
-                                                self.now,
-                                                true,
-                                                Input::Response { token: reply, resp },
-                                            )
-                                            .into_iter()
-                                            .map(|o| (at, o)),
-                                    );
-                                }
-                                o => queue.push_back((other, o)),
-                            }
-                        }
-                    }
-                    Output::Done { result, .. } => done.push(result),
-                    _ => {}
-                }
-            }
-            done
-        }
-
-        fn cmd(&mut self, i: usize, command: DocCommand) -> Result<CmdResult, String> {
-            self.feed(i, Input::Doc { cmd: 1, command })
-                .pop()
-                .expect("a command always reports")
-        }
-
-        fn tick(&mut self) {
-            for i in 0..2 {
-                self.feed(i, Input::Tick);
-            }
-        }
-
-        fn state(&self, i: usize, h: &Hash32) -> Option<DocState> {
-            self.m[i].docs.get(h).map(|d| d.state)
-        }
+    fn state(p: &Pair, i: usize, h: &Hash32) -> Option<DocState> {
+        p.m[i].docs.get(h).map(|d| d.state)
     }
 
     fn agreement(p: &Pair) -> Agreement {
@@ -988,14 +881,14 @@ mod tests {
         let mut p = Pair::new();
         let a = agreement(&p);
         let h = hash_of(p.cmd(0, DocCommand::Propose(Box::new(a.clone()))));
-        assert_eq!(p.state(0, &h), Some(DocState::Proposed));
-        assert_eq!(p.state(1, &h), Some(DocState::Offered));
+        assert_eq!(state(&p, 0, &h), Some(DocState::Proposed));
+        assert_eq!(state(&p, 1, &h), Some(DocState::Offered));
         // Nothing is a trade until the buyer's owner accepts.
         p.tick();
         assert_eq!(p.m[0].trades().count(), 0);
         hash_of(p.cmd(1, DocCommand::Accept(h)));
-        assert_eq!(p.state(0, &h), Some(DocState::Signed));
-        assert_eq!(p.state(1, &h), Some(DocState::Signed));
+        assert_eq!(state(&p, 0, &h), Some(DocState::Signed));
+        assert_eq!(state(&p, 1, &h), Some(DocState::Signed));
         p.tick();
         let ids = |m: &Market| m.trades().map(|t| t.trade.clone()).collect::<Vec<_>>();
         let (sa, sb) = (ids(&p.m[0]), ids(&p.m[1]));
@@ -1030,12 +923,12 @@ mod tests {
         // The countersigned copy is lost on every attempt.
         p.drop = super::super::MAX_ATTEMPTS as usize;
         hash_of(p.cmd(1, DocCommand::Accept(h)));
-        assert_eq!(p.state(1, &h), Some(DocState::Signed));
-        assert_eq!(p.state(0, &h), Some(DocState::Proposed));
+        assert_eq!(state(&p, 1, &h), Some(DocState::Signed));
+        assert_eq!(state(&p, 0, &h), Some(DocState::Proposed));
         // A minute later the proposer asks again and gets the signed copy back.
         p.now += RESEND_MS;
         p.tick();
-        assert_eq!(p.state(0, &h), Some(DocState::Signed));
+        assert_eq!(state(&p, 0, &h), Some(DocState::Signed));
     }
 
     #[test]
@@ -1043,7 +936,7 @@ mod tests {
         let mut p = Pair::new();
         let h = hash_of(p.cmd(0, DocCommand::Propose(Box::new(agreement(&p)))));
         hash_of(p.cmd(1, DocCommand::Decline(h)));
-        assert_eq!(p.state(0, &h), Some(DocState::Declined));
+        assert_eq!(state(&p, 0, &h), Some(DocState::Declined));
         assert!(p.cmd(1, DocCommand::Accept(h)).is_err());
         p.tick();
         assert_eq!(p.m[0].trades().count() + p.m[1].trades().count(), 0);
@@ -1102,12 +995,12 @@ mod tests {
         x.nonce = 999;
         let h = hash_of(p.cmd(1, DocCommand::Pay(Box::new(x))));
         assert_eq!(
-            p.state(0, &h),
+            state(&p, 0, &h),
             None,
             "the ninth waiting document is refused"
         );
         // Refused as busy: the payer keeps it proposed and tries again later.
-        assert_eq!(p.state(1, &h), Some(DocState::Proposed));
+        assert_eq!(state(&p, 1, &h), Some(DocState::Proposed));
     }
 
     #[test]

@@ -10,7 +10,11 @@
 //! records alone.
 
 pub mod docs;
+#[cfg(test)]
+mod handshake_tests;
 pub mod harness;
+#[cfg(test)]
+pub(crate) mod testkit;
 pub mod trader;
 
 pub use docs::{DisputeStatus, DocCommand, DocState};
