@@ -727,7 +727,8 @@ fn check(sim: &mut Sim) {
     let idx = |id: &NodeId| sim.ids.get(id).copied().unwrap_or(usize::MAX);
     // Every agreed copy of every trade, from every node's durable records.
     let mut copies: BTreeMap<TradeId, Vec<(usize, TradeState, Vec<u8>)>> = BTreeMap::new();
-    let mut offered: HashMap<OfferId, u64> = HashMap::new();
+    // Every version of every offer its maker persisted, to know how much it ever offered.
+    let mut versions: HashMap<OfferId, BTreeMap<u32, u64>> = HashMap::new();
     let mut settlements: BTreeMap<TradeId, Vec<SettleView>> = BTreeMap::new();
     for (n, node) in sim.nodes.iter().enumerate() {
         for t in node.market.trades() {
@@ -741,8 +742,11 @@ fn check(sim: &mut Sim) {
                 if let Ok(o) = Envelope::from_bytes(envelope)
                     .and_then(|e| e.payload_as::<wattmesh_protocol::Offer>())
                 {
-                    if o.version == 1 {
-                        offered.insert(o.id(), o.quantity_wh);
+                    if o.maker == node.market.me() {
+                        versions
+                            .entry(o.id())
+                            .or_default()
+                            .insert(o.version, o.quantity_wh);
                     }
                 }
             }
@@ -828,6 +832,22 @@ fn check(sim: &mut Sim) {
             sim.report.disputed += 1;
         }
     }
+    // What a maker offered on an offer in all: the first version's quantity plus every
+    // increase a later version made (the trader resizes its offer up when its forecast grows);
+    // a fill lowers the quantity by what it sold, so selling more than this means a fill was
+    // accepted beyond what remained.
+    let offered: HashMap<OfferId, u64> = versions
+        .iter()
+        .map(|(id, vs)| {
+            let mut total = 0;
+            let mut prev = 0;
+            for &q in vs.values() {
+                total += q.saturating_sub(prev);
+                prev = q;
+            }
+            (*id, total)
+        })
+        .collect();
     for (offer, sold) in &sold_on {
         if let Some(&q) = offered.get(offer) {
             if *sold > q {
