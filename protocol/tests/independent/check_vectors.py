@@ -222,6 +222,8 @@ class Spec:
             return ("u8",)
         if s in ("u16", "u32", "u64"):
             return ("uint", int(s[1:]))
+        if s in ("i16", "i32", "i64"):
+            return ("sint", int(s[1:]))
         if s in ("bool", "bytes", "string"):
             return (s,)
         m = re.fullmatch(r"\[u8;\s*(\d+)\]", s)
@@ -288,6 +290,11 @@ def encode(spec: Spec, t: tuple, v, path: str = "") -> bytes:
         if not isinstance(v, int) or isinstance(v, bool):
             raise SpecError(f"{path}: {v!r} is not an integer")
         return varint(v, t[1])
+    if kind == "sint":
+        if not isinstance(v, int) or isinstance(v, bool) or not -(2 ** (t[1] - 1)) <= v < 2 ** (t[1] - 1):
+            raise SpecError(f"{path}: {v!r} is not an i{t[1]}")
+        # Zigzag, then a varint (postcard's signed integers).
+        return varint(v << 1 if v >= 0 else ((-v - 1) << 1) | 1, t[1])
     if kind == "bool":
         if not isinstance(v, bool):
             raise SpecError(f"{path}: {v!r} is not a bool")
