@@ -85,8 +85,9 @@ pub struct NoteRec {
     pub note: DisputeNote,
     /// Its envelope.
     pub envelope: Vec<u8>,
-    /// For our own notes: whether the other party acknowledged it (not persisted: after a
-    /// restart our notes are sent once more, which the other side takes as a duplicate).
+    /// For our own notes: whether the other party answered it, storing or refusing it (not
+    /// persisted: after a restart our notes are sent once more, which the other side takes as
+    /// a duplicate).
     delivered: bool,
     retry_at: u64,
 }
@@ -454,7 +455,9 @@ impl Market {
                     }
                 }
             }
-            (Some(TradeResponse::Stored), TradeRequest::Note(_)) => {
+            // Stored, or refused (the other side holds no such trade with us): either way,
+            // sending it again changes nothing.
+            (Some(TradeResponse::Stored | TradeResponse::Reject(_)), TradeRequest::Note(_)) => {
                 if let Some(n) = self
                     .notes
                     .values_mut()
@@ -622,9 +625,10 @@ impl Market {
             .iter()
             .filter(|(_, d)| d.state == DocState::Proposed && now >= d.retry_at)
             .filter(|(_, d)| match &d.doc {
-                Doc::Agreement(a) => {
-                    now < slot::gate_closure(&self.chain.at(now).charter, a.start_ms)
-                }
+                // Until the period ends: if the other side countersigned but its copy never
+                // reached us, it answers with the signed copy; if it never saw the proposal, it
+                // refuses it as closed, and we record it declined. Either way both agree.
+                Doc::Agreement(a) => now < a.end_ms,
                 Doc::Payment(p) => now < p.created_ms.saturating_add(PAYMENT_PATIENCE_MS),
             })
             .map(|(h, d)| (*h, d.doc.parties().1, d.envelope.clone()))
@@ -929,6 +933,66 @@ mod tests {
         p.now += RESEND_MS;
         p.tick();
         assert_eq!(state(&p, 0, &h), Some(DocState::Signed));
+    }
+
+    #[test]
+    fn a_countersignature_lost_until_after_the_first_slot_still_reaches_the_proposer() {
+        let mut p = Pair::new();
+        let a = agreement(&p);
+        let h = hash_of(p.cmd(0, DocCommand::Propose(Box::new(a.clone()))));
+        p.drop = super::super::MAX_ATTEMPTS as usize;
+        hash_of(p.cmd(1, DocCommand::Accept(h)));
+        // The proposer hears nothing until well after the first slot's gate closed...
+        let c = p.m[0].chain.at(p.now).charter.clone();
+        p.now = slot::slot_end(&c, a.start_ms) + 1;
+        p.tick();
+        // ...and then holds the signed agreement and the same trades as the other side.
+        assert_eq!(state(&p, 0, &h), Some(DocState::Signed));
+        let first = a.trade_id_for(a.start_ms);
+        assert!(p.m[0].trades.contains_key(&first) && p.m[1].trades.contains_key(&first));
+    }
+
+    #[test]
+    fn a_note_the_other_side_refuses_is_not_sent_again() {
+        let mut p = Pair::new();
+        let a = agreement(&p);
+        let h = hash_of(p.cmd(0, DocCommand::Propose(Box::new(a.clone()))));
+        hash_of(p.cmd(1, DocCommand::Accept(h)));
+        p.tick();
+        let id = a.trade_id_for(a.start_ms);
+        // The seller forgets the trade (as if its agreement had never reached it).
+        p.m[0].trades.remove(&id);
+        p.cmd(
+            1,
+            DocCommand::Note {
+                trade: id,
+                stage: NoteStage::Open,
+                text: "where is it?".into(),
+                amount: None,
+            },
+        )
+        .unwrap();
+        assert!(
+            p.m[0].notes(&id).is_empty(),
+            "refused: not a trade it holds"
+        );
+        let before = p.m[1].pending.len();
+        p.now += 10 * RESEND_MS;
+        let outs = p.m[1].handle(p.now, true, Input::Tick);
+        let resent = outs
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Send {
+                        req: TradeRequest::Note(_),
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(resent, 0, "a refused note is not sent again");
+        assert_eq!(p.m[1].pending.len(), before);
     }
 
     #[test]
