@@ -620,6 +620,25 @@ impl Market {
     /// note for each dispute we recorded, so that the other owner sees it.
     pub(super) fn docs_tick(&mut self, now: u64, may_sign: bool, out: &mut Vec<Output>) {
         self.materialize(now);
+        // Agreements offered to us that our owner left undecided past their first slot's gate
+        // closure can no longer be accepted: recorded declined, so they stop waiting (and the
+        // proposer learns it when it asks again).
+        let c = self.chain.at(now).charter.clone();
+        let expired: Vec<Hash32> = self
+            .docs
+            .iter()
+            .filter(|(_, d)| d.state == DocState::Offered)
+            .filter(|(_, d)| {
+                matches!(&d.doc, Doc::Agreement(a) if now >= slot::gate_closure(&c, a.start_ms))
+            })
+            .map(|(h, _)| *h)
+            .collect();
+        for h in expired {
+            if let Some(d) = self.docs.get_mut(&h) {
+                d.state = DocState::Declined;
+            }
+            self.persist_doc(h, out);
+        }
         let resend: Vec<(Hash32, NodeId, Vec<u8>)> = self
             .docs
             .iter()
@@ -950,6 +969,23 @@ mod tests {
         assert_eq!(state(&p, 0, &h), Some(DocState::Signed));
         let first = a.trade_id_for(a.start_ms);
         assert!(p.m[0].trades.contains_key(&first) && p.m[1].trades.contains_key(&first));
+    }
+
+    #[test]
+    fn an_agreement_left_undecided_past_its_first_slot_is_declined_on_both_sides() {
+        let mut p = Pair::new();
+        let a = agreement(&p);
+        let h = hash_of(p.cmd(0, DocCommand::Propose(Box::new(a.clone()))));
+        assert_eq!(state(&p, 1, &h), Some(DocState::Offered));
+        let c = p.m[0].chain.at(p.now).charter.clone();
+        p.now = slot::gate_closure(&c, a.start_ms);
+        // The recipient's turn comes first here; the proposer then asks again and hears it.
+        p.feed(1, Input::Tick);
+        assert_eq!(state(&p, 1, &h), Some(DocState::Declined));
+        p.now += RESEND_MS;
+        p.feed(0, Input::Tick);
+        assert_eq!(state(&p, 0, &h), Some(DocState::Declined));
+        assert!(p.cmd(1, DocCommand::Accept(h)).is_err());
     }
 
     #[test]
