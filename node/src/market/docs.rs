@@ -218,13 +218,9 @@ impl Market {
     pub(super) fn propose_agreement(
         &mut self,
         now: u64,
-        may_sign: bool,
         mut a: Agreement,
         out: &mut Vec<Output>,
     ) -> Result<Hash32, String> {
-        if !may_sign {
-            return Err("the clock is not synchronised; refusing to sign".into());
-        }
         a.proposer = self.me;
         a.created_ms = now;
         let charter = self.chain.at(now);
@@ -233,61 +229,42 @@ impl Market {
         if now >= slot::gate_closure(&charter.charter, a.start_ms) {
             return Err("trading for the agreement's first slot has closed; start it later".into());
         }
+        Ok(self.propose_doc(now, Doc::Agreement(a), env, out))
+    }
+
+    /// Holds a document we signed first as proposed, persists it and sends it for the other
+    /// party to countersign.
+    fn propose_doc(&mut self, now: u64, doc: Doc, env: Envelope, out: &mut Vec<Output>) -> Hash32 {
         let hash = document_hash(&env.payload);
-        let to = a.counterparty;
-        self.put_doc(
-            hash,
-            Doc::Agreement(a),
-            DocState::Proposed,
-            env.to_bytes(),
-            now,
-        );
+        let to = doc.parties().1;
+        self.put_doc(hash, doc, DocState::Proposed, env.to_bytes(), now);
         self.persist_doc(hash, out);
         self.send_doc(to, hash, TradeRequest::Cosign(env), out);
-        Ok(hash)
+        hash
     }
 
     /// The owner declares a payment to a neighbour.
     pub(super) fn pay(
         &mut self,
         now: u64,
-        may_sign: bool,
         mut p: Payment,
         out: &mut Vec<Output>,
     ) -> Result<Hash32, String> {
-        if !may_sign {
-            return Err("the clock is not synchronised; refusing to sign".into());
-        }
         p.payer = self.me;
         p.created_ms = now;
         let charter = self.chain.at(now);
         let env = Envelope::seal(&p, charter.hash, &self.key);
         validate::check_payment(&env, &p, false).map_err(|e| e.to_string())?;
-        let hash = document_hash(&env.payload);
-        let to = p.payee;
-        self.put_doc(
-            hash,
-            Doc::Payment(p),
-            DocState::Proposed,
-            env.to_bytes(),
-            now,
-        );
-        self.persist_doc(hash, out);
-        self.send_doc(to, hash, TradeRequest::Cosign(env), out);
-        Ok(hash)
+        Ok(self.propose_doc(now, Doc::Payment(p), env, out))
     }
 
     /// The owner accepts (countersigns) a document offered to us.
     pub(super) fn accept_doc(
         &mut self,
         now: u64,
-        may_sign: bool,
         hash: Hash32,
         out: &mut Vec<Output>,
     ) -> Result<(), String> {
-        if !may_sign {
-            return Err("the clock is not synchronised; refusing to sign".into());
-        }
         let rec = self
             .docs
             .get(&hash)
@@ -532,20 +509,15 @@ impl Market {
     }
 
     /// The owner (or the node, recording a dispute) writes a note about a trade.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn write_note(
         &mut self,
         now: u64,
-        may_sign: bool,
         trade: TradeId,
         stage: NoteStage,
         text: String,
         amount: Option<MilliMinor>,
         out: &mut Vec<Output>,
     ) -> Result<(), String> {
-        if !may_sign {
-            return Err("the clock is not synchronised; refusing to sign".into());
-        }
         let t = self
             .trades
             .get(&trade)
@@ -716,7 +688,7 @@ impl Market {
         for (id, why) in unannounced {
             let mut text = format!("Recorded automatically: {why}.");
             text.truncate(ledger::MAX_NOTE_BYTES);
-            let _ = self.write_note(now, may_sign, id, NoteStage::Open, text, None, out);
+            let _ = self.write_note(now, id, NoteStage::Open, text, None, out);
         }
     }
 
@@ -795,23 +767,28 @@ impl Market {
         c: DocCommand,
         out: &mut Vec<Output>,
     ) {
-        let r = match c {
-            DocCommand::Propose(a) => self
-                .propose_agreement(now, may_sign, *a, out)
-                .map(CmdResult::Document),
-            DocCommand::Pay(p) => self.pay(now, may_sign, *p, out).map(CmdResult::Document),
-            DocCommand::Accept(h) => self
-                .accept_doc(now, may_sign, h, out)
-                .map(|()| CmdResult::Document(h)),
-            DocCommand::Decline(h) => self.decline_doc(h, out).map(|()| CmdResult::Document(h)),
-            DocCommand::Note {
-                trade,
-                stage,
-                text,
-                amount,
-            } => self
-                .write_note(now, may_sign, trade, stage, text, amount, out)
-                .map(|()| CmdResult::Noted),
+        let signs = !matches!(c, DocCommand::Decline(_));
+        let r = if signs && !may_sign {
+            Err("the clock is not synchronised; refusing to sign".into())
+        } else {
+            match c {
+                DocCommand::Propose(a) => self
+                    .propose_agreement(now, *a, out)
+                    .map(CmdResult::Document),
+                DocCommand::Pay(p) => self.pay(now, *p, out).map(CmdResult::Document),
+                DocCommand::Accept(h) => self
+                    .accept_doc(now, h, out)
+                    .map(|()| CmdResult::Document(h)),
+                DocCommand::Decline(h) => self.decline_doc(h, out).map(|()| CmdResult::Document(h)),
+                DocCommand::Note {
+                    trade,
+                    stage,
+                    text,
+                    amount,
+                } => self
+                    .write_note(now, trade, stage, text, amount, out)
+                    .map(|()| CmdResult::Noted),
+            }
         };
         out.push(Output::Done { cmd, result: r });
     }
