@@ -3,6 +3,8 @@
 //! and attestations, since neighbours would judge their times against their own clocks.
 
 use crate::config::{ClockCheck, ClockConfig};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What the node knows about its clock.
@@ -15,11 +17,11 @@ pub enum ClockState {
     Unsynced,
 }
 
-/// The node's view of time.
+/// The node's view of time. Clones share the offset, so a skew reaches every part of the node.
 #[derive(Debug, Clone)]
 pub struct Clock {
     check: ClockCheck,
-    offset_ms: i64,
+    offset_ms: Arc<AtomicI64>,
     /// Simulated milliseconds per real millisecond (the testnet's accelerated clock); 1 on a
     /// real node.
     speed: u64,
@@ -40,7 +42,7 @@ impl Clock {
     pub fn new(cfg: &ClockConfig) -> Clock {
         Clock {
             check: cfg.check,
-            offset_ms: cfg.offset_ms,
+            offset_ms: Arc::new(AtomicI64::new(cfg.offset_ms)),
             speed: u64::from(cfg.speed.max(1)),
             origin_ms: if cfg.origin_ms > 0 {
                 cfg.origin_ms as i64
@@ -57,7 +59,19 @@ impl Clock {
         let sim = self
             .origin_ms
             .saturating_add(elapsed.saturating_mul(self.speed as i64));
-        sim.saturating_add(self.offset_ms).max(0) as u64
+        sim.saturating_add(self.offset_ms.load(Ordering::Relaxed))
+            .max(0) as u64
+    }
+
+    /// Moves this clock (and its clones) by `delta_ms`: the testnet's clock skew, which the
+    /// kernel cannot apply to one process.
+    pub fn skew_by(&self, delta_ms: i64) {
+        self.offset_ms.fetch_add(delta_ms, Ordering::Relaxed);
+    }
+
+    /// The offset from the (accelerated) system clock, ms.
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms.load(Ordering::Relaxed)
     }
 
     /// How long to wait, in real time, until the clock shows `at_ms`.

@@ -45,6 +45,11 @@ pub struct TestingConfig {
     /// Let the control socket publish raw bytes on a gossip topic, bypassing every check (the
     /// testnet's hostile home sends forged, replayed, malformed and oversized messages so).
     pub allow_raw_publish: bool,
+    /// Let the control socket move this node's clock (the testnet's clock-skew fault).
+    pub allow_clock_skew: bool,
+    /// Abort the process this many seconds after it starts, as a crash would (0: never). The
+    /// testnet uses it to show that `--check` catches a broken home.
+    pub crash_after_secs: u64,
 }
 
 /// Networking settings.

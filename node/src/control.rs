@@ -86,9 +86,32 @@ pub enum ControlRequest {
         /// End, UTC ms, exclusive.
         to: u64,
     },
+    /// Wall-clock events after sequence number `after` (offers seen, proposals sent, trades
+    /// stored) and the automatic trader's orders: what the testnet measures latency and market
+    /// efficiency from.
+    Observations {
+        /// The last event already read (0 for all).
+        #[serde(default)]
+        after: u64,
+    },
+    /// Per-minute meter readings in `[from_ms, to_ms)` (at most 31 days).
+    Readings {
+        /// Start, UTC ms.
+        from_ms: u64,
+        /// End, UTC ms, exclusive.
+        to_ms: u64,
+    },
+    /// Move the node's clock (refused unless the config's `[testing] allow_clock_skew` is on).
+    SkewClock {
+        /// By how much, ms (simulated time).
+        delta_ms: i64,
+    },
     /// Stop the node.
     Stop,
 }
+
+/// The longest span of readings one request returns, ms.
+const MAX_READINGS_MS: u64 = 31 * 86_400_000;
 
 /// The longest request line accepted.
 const MAX_LINE: usize = 64 * 1024;
@@ -97,7 +120,7 @@ const MAX_LINE: usize = 64 * 1024;
 pub async fn serve(
     data_dir: &Path,
     node: NodeHandle,
-    allow_raw: bool,
+    testing: crate::config::TestingConfig,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let path = socket_path(data_dir);
     if path.exists() {
@@ -114,9 +137,9 @@ pub async fn serve(
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     Ok(tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let node = node.clone();
+            let (node, testing) = (node.clone(), testing.clone());
             tokio::spawn(async move {
-                if let Err(e) = connection(stream, node, allow_raw).await {
+                if let Err(e) = connection(stream, node, testing).await {
                     debug!("control connection: {e}");
                 }
             });
@@ -124,7 +147,11 @@ pub async fn serve(
     }))
 }
 
-async fn connection(stream: UnixStream, node: NodeHandle, allow_raw: bool) -> anyhow::Result<()> {
+async fn connection(
+    stream: UnixStream,
+    node: NodeHandle,
+    testing: crate::config::TestingConfig,
+) -> anyhow::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r.take(MAX_LINE as u64 * 64)).lines();
     while let Some(line) = lines.next_line().await? {
@@ -132,7 +159,7 @@ async fn connection(stream: UnixStream, node: NodeHandle, allow_raw: bool) -> an
             break;
         }
         let answer = match serde_json::from_str::<ControlRequest>(&line) {
-            Ok(req) => handle(req, &node, allow_raw).await,
+            Ok(req) => handle(req, &node, &testing).await,
             Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}),
         };
         w.write_all(format!("{answer}\n").as_bytes()).await?;
@@ -140,7 +167,11 @@ async fn connection(stream: UnixStream, node: NodeHandle, allow_raw: bool) -> an
     Ok(())
 }
 
-async fn handle(req: ControlRequest, node: &NodeHandle, allow_raw: bool) -> serde_json::Value {
+async fn handle(
+    req: ControlRequest,
+    node: &NodeHandle,
+    testing: &crate::config::TestingConfig,
+) -> serde_json::Value {
     use serde_json::json;
     let stopped = || json!({"ok": false, "error": "the node is stopping"});
     match req {
@@ -188,7 +219,7 @@ async fn handle(req: ControlRequest, node: &NodeHandle, allow_raw: bool) -> serd
         ControlRequest::Remove { member, moved_to } => said(node.remove(member, moved_to).await),
         ControlRequest::Amend(a) => said(node.amend(a).await),
         ControlRequest::PublishRaw { topic, hex } => {
-            if !allow_raw {
+            if !testing.allow_raw_publish {
                 return json!({"ok": false, "error": "raw publishing is off ([testing] allow_raw_publish)"});
             }
             match ::hex::decode(hex.trim()) {
@@ -226,6 +257,28 @@ async fn handle(req: ControlRequest, node: &NodeHandle, allow_raw: bool) -> serd
             Ok(Err(e)) => json!({"ok": false, "error": e}),
             Err(_) => stopped(),
         },
+        ControlRequest::Observations { after } => match node.observations(after).await {
+            Ok(o) => json!({"ok": true, "observations": o}),
+            Err(_) => stopped(),
+        },
+        ControlRequest::Readings { from_ms, to_ms } => {
+            if to_ms.saturating_sub(from_ms) > MAX_READINGS_MS {
+                return json!({"ok": false, "error": "at most 31 days of readings at a time"});
+            }
+            match node.readings(from_ms, to_ms).await {
+                Ok(r) => json!({"ok": true, "readings": r}),
+                Err(_) => stopped(),
+            }
+        }
+        ControlRequest::SkewClock { delta_ms } => {
+            if !testing.allow_clock_skew {
+                return json!({"ok": false, "error": "clock skew is off ([testing] allow_clock_skew)"});
+            }
+            match node.skew_clock(delta_ms).await {
+                Ok(offset) => json!({"ok": true, "offset_ms": offset}),
+                Err(_) => stopped(),
+            }
+        }
         ControlRequest::Stop => {
             node.stop().await;
             json!({"ok": true})

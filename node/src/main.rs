@@ -924,16 +924,31 @@ async fn run(data_dir: &Path, cfg_path: &Path) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = Config::load(cfg_path)?;
-    let allow_raw = config.testing.allow_raw_publish;
-    if allow_raw {
+    let testing = config.testing.clone();
+    if testing.allow_raw_publish {
         tracing::warn!("[testing] allow_raw_publish is on: this node can be told to send anything");
+    }
+    if testing.allow_clock_skew {
+        tracing::warn!("[testing] allow_clock_skew is on: this node's clock can be moved");
+    }
+    if testing.crash_after_secs > 0 {
+        let secs = testing.crash_after_secs;
+        tracing::warn!(
+            secs,
+            "[testing] crash_after_secs is set: this node will abort"
+        );
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+            eprintln!("[testing] crash_after_secs: aborting");
+            std::process::abort();
+        });
     }
     let running = node::start(NodeOptions {
         data_dir: data_dir.to_owned(),
         config,
     })
     .await?;
-    let server = control::serve(data_dir, running.handle.clone(), allow_raw).await?;
+    let server = control::serve(data_dir, running.handle.clone(), testing).await?;
     let status = running.handle.status().await?;
     for a in &status.listening {
         tracing::info!(address = %a, "reachable at");

@@ -6,6 +6,10 @@
 //! - [`walkthrough`]: one slot played through the real protocol code in one process.
 
 pub mod hostile;
+pub mod html;
+pub mod netns;
+pub mod observe;
+pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod walkthrough;

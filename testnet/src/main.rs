@@ -34,6 +34,11 @@ enum Command {
         /// than the scenario expects).
         #[arg(long)]
         check: bool,
+        /// Inject a fault besides the scenario's, written as a TOML inline table; repeat for
+        /// more. Kinds: kill, freeze, partition (homes = [..] on one side), loss (percent),
+        /// skew (skew_s). Example: --fault '{ kind = "kill", home = 2, at_min = 12, for_s = 5 }'
+        #[arg(long = "fault", value_name = "TABLE")]
+        faults: Vec<String>,
         /// Directory for the homes' data, logs and the summary.
         #[arg(long, default_value = "out/testnet")]
         out: PathBuf,
@@ -80,6 +85,7 @@ fn real_main() -> anyhow::Result<()> {
             speed,
             duration,
             check,
+            faults,
             out,
             base_port,
         } => {
@@ -89,7 +95,9 @@ fn real_main() -> anyhow::Result<()> {
             };
             if let Some(h) = homes {
                 sc.homes = h;
-                sc.faults.retain(|f| f.home < h);
+                // Faults and sabotage of homes beyond the count are dropped.
+                sc.faults.retain(|f| f.check(h).is_ok());
+                sc.sabotage.retain(|b| b.home < h);
             }
             if let Some(v) = speed {
                 sc.speed = v;
@@ -97,6 +105,10 @@ fn real_main() -> anyhow::Result<()> {
             if let Some(v) = duration {
                 sc.duration_min = v;
             }
+            for f in &faults {
+                sc.faults.push(wattmesh_testnet::scenario::Fault::parse(f)?);
+            }
+            sc.validate()?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 let opts = wattmesh_testnet::run::Options {

@@ -18,6 +18,9 @@ use wattmesh_node::store::Store;
 use wattmesh_protocol::roster::Profile;
 use wattmesh_protocol::{Charter, NeighbourhoodId, NodeKey};
 
+use crate::netns::Namespaces;
+use crate::scenario::{Fault, FaultKind};
+
 /// How to run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -39,15 +42,25 @@ pub struct Options {
     pub scenario: crate::scenario::Scenario,
 }
 
-/// What the run produced.
+/// What the run produced: `report.json`, described by `testnet/report.schema.json`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
-    /// Homes.
+    /// The scenario's name.
+    pub scenario: String,
+    /// Healthy homes (the hostile one is not counted).
     pub homes: usize,
+    /// `loopback`, or `namespaces` (each home in its own network namespace, for network faults).
+    pub network: String,
+    /// Simulated seconds per real second.
+    pub speed: u32,
     /// Simulated seconds run.
     pub simulated_seconds: u64,
     /// Real seconds taken.
     pub wall_seconds: u64,
+    /// Delivery slots the run covered.
+    pub slots: u64,
+    /// The charter's tariffs, thousandths of a cent per kWh (the band prices must stay in).
+    pub tariffs: Tariffs,
     /// Distinct agreed trades.
     pub trades: usize,
     /// Energy agreed, Wh.
@@ -58,20 +71,28 @@ pub struct Summary {
     pub settled_trades: usize,
     /// Trades disputed on some side.
     pub disputed_trades: usize,
+    /// Offers on which more was sold than the maker ever offered.
+    pub oversold_offers: usize,
     /// Trades whose two copies differ (state or figures).
     pub mismatched_trades: usize,
-    /// Homes that stopped running during the run (other than by an injected fault).
-    pub crashed_homes: Vec<String>,
-    /// The scenario's name.
-    pub scenario: String,
-    /// Delivery slots the run covered.
-    pub slots: u64,
     /// Trades past their settlement deadline that neither party settled nor disputed.
     pub unsettled_trades: usize,
+    /// Homes that stopped running during the run (other than by an injected fault).
+    pub crashed_homes: Vec<String>,
     /// Key figures.
     pub kpis: Kpis,
+    /// The neighbourhood's metered energy over the run.
+    pub energy: Energy,
+    /// Wall-clock latencies, ms.
+    pub latency_ms: Latencies,
     /// Each healthy home's peak memory and CPU time.
     pub nodes: Vec<NodeUsage>,
+    /// For every slot and home, what its automatic trader worked with.
+    pub orders: Vec<OrderRow>,
+    /// Every agreed trade.
+    pub trades_list: Vec<TradeRow>,
+    /// The neighbourhood's power per simulated minute (sums over the healthy homes).
+    pub power: Vec<PowerRow>,
     /// Every fault injected.
     pub faults: Vec<FaultRecord>,
     /// The hostile home's messages.
@@ -80,12 +101,106 @@ pub struct Summary {
     pub check_failures: Vec<String>,
 }
 
+/// The charter's tariffs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Tariffs {
+    /// What the utility pays for exported energy.
+    pub feed_in_millicents_per_kwh: u64,
+    /// What the utility charges for imported energy.
+    pub retail_millicents_per_kwh: u64,
+}
+
 /// Key figures of the run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Kpis {
-    /// Gains from trade against the grid, in milli-minor units: for each trade, what the seller
-    /// got above the feed-in tariff plus what the buyer paid below the retail tariff.
+    /// Share of the homes' consumption met by local generation (their own and, through
+    /// trades, their neighbours'), 0 to 1.
+    pub self_sufficiency: f64,
+    /// Share of the homes' grid imports that neighbours supplied through settled trades.
+    pub local_energy_share: f64,
+    /// Gains from trade against the grid, thousandths of a cent: for each trade, what the
+    /// seller got above the feed-in tariff plus what the buyer paid below the retail tariff.
     pub savings_vs_grid: i64,
+    /// Gains from trade realised / those of a central uniform-price clearing of the same limit
+    /// orders (null when neither gained anything... or when only the market did).
+    pub market_efficiency: Option<f64>,
+    /// Gains from trade realised, thousandths of a cent (Σ (buyer's limit − seller's limit) ×
+    /// energy).
+    pub gains_realised_millicents: u64,
+    /// Gains a central clearing of the same orders would realise, thousandths of a cent.
+    pub gains_central_millicents: u64,
+}
+
+/// Metered energy over the run, summed over the healthy homes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Energy {
+    /// Household consumption, Wh.
+    pub consumption_wh: u64,
+    /// Solar production, Wh.
+    pub production_wh: u64,
+    /// Grid import (register difference), Wh.
+    pub import_wh: u64,
+    /// Grid export (register difference), Wh.
+    pub export_wh: u64,
+}
+
+/// The wall-clock latencies.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latencies {
+    /// From a maker signing an offer version to the last other healthy home having it
+    /// (homes down or frozen at the time are left out).
+    pub offer_propagation: crate::observe::Latency,
+    /// From the taker's proposal to the co-signed trade durably stored on both sides.
+    pub trade_agreement: crate::observe::Latency,
+}
+
+/// One trader order.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderRow {
+    /// The slot's start, UTC ms.
+    pub slot_ms: u64,
+    /// The home.
+    pub home: String,
+    /// `sell` or `buy`.
+    pub side: String,
+    /// Its limit (floor to sell, ceiling to buy).
+    pub limit_price_millicents_per_kwh: u64,
+    /// The most energy it wanted while the slot's trading window was open, Wh.
+    pub quantity_wh: u64,
+}
+
+/// One agreed trade.
+#[derive(Debug, Clone, Serialize)]
+pub struct TradeRow {
+    /// The slot's start, UTC ms.
+    pub slot_ms: u64,
+    /// The selling home.
+    pub seller: String,
+    /// The buying home.
+    pub buyer: String,
+    /// Energy agreed, Wh.
+    pub energy_wh: u64,
+    /// Price.
+    pub price_millicents_per_kwh: u64,
+    /// Energy counted as delivered, once both parties settled.
+    pub delivered_wh: Option<u64>,
+    /// `settled`, `disputed`, `pending` (not settled yet) or `mismatched`.
+    pub outcome: String,
+}
+
+/// The neighbourhood's power in one simulated minute.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PowerRow {
+    /// The minute's start, UTC ms.
+    pub minute_ms: u64,
+    /// Σ of the homes' grid import, W.
+    pub import_w: i64,
+    /// Σ of the homes' grid export, W.
+    pub export_w: i64,
+    /// Σ of the homes' solar production, W.
+    pub solar_w: i64,
+    /// Σ of the homes' consumption, W.
+    pub load_w: i64,
 }
 
 /// A home's resource use (from /proc at the end of the run).
@@ -102,12 +217,16 @@ pub struct NodeUsage {
 /// One injected fault.
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultRecord {
-    /// `kill` or `freeze`.
+    /// What was done.
     pub kind: crate::scenario::FaultKind,
-    /// The home.
+    /// The home (for a partition: the homes on one side, comma-separated).
     pub home: String,
+    /// Details (loss percentage, clock skew).
+    pub detail: String,
     /// When, wall seconds after the start.
     pub at_wall_s: f64,
+    /// When, simulated minutes after the start.
+    pub at_simulated_min: u64,
     /// For how long, real seconds.
     pub for_s: u64,
 }
@@ -142,7 +261,10 @@ impl Drop for Home {
     }
 }
 
-fn charter_for(founder: wattmesh_protocol::NodeId, sc: &crate::scenario::Scenario) -> Charter {
+pub(crate) fn charter_for(
+    founder: wattmesh_protocol::NodeId,
+    sc: &crate::scenario::Scenario,
+) -> Charter {
     let mut c = Charter::founding(
         NeighbourhoodId(*b"testnet-ames-ia!"),
         "Testnet Lane, Ames",
@@ -172,12 +294,12 @@ pub fn web_port(o: &Options, i: usize) -> usize {
     o.base_port as usize + 1000 + i
 }
 
-fn config_for(i: usize, o: &Options, origin_ms: u64) -> Config {
+fn config_for(i: usize, o: &Options, origin_ms: u64, host: &str) -> Config {
     let mut c = Config::default();
-    c.network.listen = vec![format!("/ip4/127.0.0.1/tcp/{}", o.base_port as usize + i)];
+    c.network.listen = vec![format!("/ip4/{host}/tcp/{}", o.base_port as usize + i)];
     c.network.heartbeat_ms = 300;
     c.mdns.enabled = false;
-    c.web.listen = format!("127.0.0.1:{}", web_port(o, i));
+    c.web.listen = format!("{host}:{}", web_port(o, i));
     // No SSDP multicast from the testnet (everything is on loopback anyway).
     c.reach.upnp = false;
     c.clock.check = ClockCheck::Trust;
@@ -220,6 +342,15 @@ async fn status(dir: &Path) -> Option<serde_json::Value> {
     (v["ok"] == true).then(|| v["status"].clone())
 }
 
+/// Home `i`'s IP address: loopback, or its own namespace's.
+fn host(o: &Options, net: Option<&Namespaces>, i: usize) -> String {
+    let _ = o;
+    match net {
+        Some(n) => n.addr(i).to_string(),
+        None => "127.0.0.1".into(),
+    }
+}
+
 /// Runs a neighbourhood until the duration passes or `stop` resolves.
 pub async fn run(
     o: &Options,
@@ -231,13 +362,25 @@ pub async fn run(
             o.bin.display()
         );
     }
+    o.scenario.validate()?;
     std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
+    let hostile = o.scenario.hostile.enabled;
+    let total = o.homes + usize::from(hostile);
+    let mut net = if o.scenario.needs_namespaces() {
+        let n = Namespaces::create(total).context(
+            "the scenario has network faults (partition or packet loss), which need a network \
+             namespace per home",
+        )?;
+        println!("every home runs in its own network namespace (10.77.0.0/16) for network faults");
+        Some(n)
+    } else {
+        None
+    };
     let origin_ms = wattmesh_node::clock::Clock::new(&Default::default()).now_ms();
     let mut homes = Vec::new();
     let mut hood: Option<Neighbourhood> = None;
     let mut founder: Option<NodeKey> = None;
-    let hostile = o.scenario.hostile.enabled;
-    let total = o.homes + usize::from(hostile);
+    let mut node_ids = Vec::new();
     for i in 0..total {
         let name = if i < o.homes {
             format!("home-{i:02}")
@@ -251,6 +394,9 @@ pub async fn run(
         std::fs::create_dir_all(&dir)?;
         let store = Store::open(&dir.join("wattmesh.redb"))?;
         let (key, _) = wattmesh_node::identity::load_or_create(&dir.join("node.key"))?;
+        if i < o.homes {
+            node_ids.push(key.node_id().to_hex());
+        }
         match &hood {
             None => {
                 let mut psk = [0u8; 32];
@@ -285,20 +431,16 @@ pub async fn run(
             }
         }
         drop(store);
-        let mut cfg = config_for(i, o, origin_ms);
-        // Each home dials every home before it, so every pair is connected: a trade needs a
-        // direct connection to the maker, and addresses are not yet shared through the
-        // roster (issue 4).
-        let peer = |j: usize| -> anyhow::Result<String> {
+        let mut cfg = config_for(i, o, origin_ms, &host(o, net.as_ref(), i));
+        // Each home dials every home before it, so every pair is connected from the start.
+        for j in 0..i {
             let k = wattmesh_node::identity::load(&homes_dir(o, j).join("node.key"))?;
             let pid = wattmesh_node::net::keypair(&k).public().to_peer_id();
-            Ok(format!(
-                "/ip4/127.0.0.1/tcp/{}/p2p/{pid}",
+            cfg.network.bootstrap.push(format!(
+                "/ip4/{}/tcp/{}/p2p/{pid}",
+                host(o, net.as_ref(), j),
                 o.base_port as usize + j
-            ))
-        };
-        for j in 0..i {
-            cfg.network.bootstrap.push(peer(j)?);
+            ));
         }
         if i >= o.homes {
             // The hostile home: a member that may be told to send anything.
@@ -306,6 +448,15 @@ pub async fn run(
             cfg.trader.enabled = false;
             // So that it can publish a replay at all (its own gossip would drop a duplicate).
             cfg.network.duplicate_cache_secs = 1;
+        } else {
+            cfg.testing.allow_clock_skew = o
+                .scenario
+                .faults
+                .iter()
+                .any(|f| f.kind == FaultKind::Skew && f.home == i);
+            if let Some(b) = o.scenario.sabotage.iter().find(|b| b.home == i) {
+                cfg.testing.crash_after_secs = b.crash_after_s;
+            }
         }
         std::fs::write(dir.join("wattmesh.toml"), toml::to_string(&cfg)?)?;
         homes.push(Home {
@@ -320,8 +471,8 @@ pub async fn run(
             n.save(&h.dir, &Store::open(&h.dir.join("wattmesh.redb"))?)?;
         }
     }
-    for h in &mut homes {
-        h.child = Some(spawn_home(o, &h.dir, false)?);
+    for (i, h) in homes.iter_mut().enumerate() {
+        h.child = Some(spawn_home(o, net.as_ref(), i, &h.dir, false)?);
     }
     let started = Instant::now();
     for h in &homes {
@@ -345,17 +496,27 @@ pub async fn run(
         if hostile { " and a hostile one" } else { "" },
         o.out.display()
     );
-    println!("Each home's web UI (sign in with its one-time setup code the first time):");
-    for (i, h) in homes.iter().enumerate().take(o.homes) {
-        let code = std::fs::read_to_string(wattmesh_node::web::setup_code_path(&h.dir))
-            .map(|c| c.trim().to_owned())
-            .unwrap_or_else(|_| "(already set up)".into());
+    if let Some(n) = &net {
         println!(
-            "  {}  http://127.0.0.1:{}/  setup code {code}   (CLI: wattmesh --data-dir {} status)",
-            h.name,
-            web_port(o, i),
-            h.dir.display()
+            "The homes' web UIs listen inside their namespaces (open one with: ip netns exec {} \
+             curl http://{}:{}/)",
+            n.name(0),
+            n.addr(0),
+            web_port(o, 0)
         );
+    } else {
+        println!("Each home's web UI (sign in with its one-time setup code the first time):");
+        for (i, h) in homes.iter().enumerate().take(o.homes) {
+            let code = std::fs::read_to_string(wattmesh_node::web::setup_code_path(&h.dir))
+                .map(|c| c.trim().to_owned())
+                .unwrap_or_else(|_| "(already set up)".into());
+            println!(
+                "  {}  http://127.0.0.1:{}/  setup code {code}   (CLI: wattmesh --data-dir {} status)",
+                h.name,
+                web_port(o, i),
+                h.dir.display()
+            );
+        }
     }
     let real_duration = Duration::from_millis(o.duration_min * 60_000 / u64::from(o.speed.max(1)));
     let mut attack = if hostile {
@@ -368,13 +529,17 @@ pub async fn run(
     } else {
         None
     };
-    let mut pending: Vec<crate::scenario::Fault> = o.scenario.faults.clone();
-    // Faults in progress: home index, kind, and when to end them.
-    let mut active: Vec<(usize, crate::scenario::FaultKind, Instant)> = Vec::new();
+    let mut observed = crate::observe::Observed::new(o.homes);
+    let mut pending: Vec<Fault> = o.scenario.faults.clone();
+    // Faults in progress, and when to end them.
+    let mut active: Vec<(Fault, Instant)> = Vec::new();
     let mut fault_log = Vec::new();
+    // Per home: wall-clock windows (UTC ms) when it was down or frozen.
+    let mut outages: Vec<Vec<(u64, u64)>> = vec![Vec::new(); o.homes];
     tokio::pin!(stop);
     let mut crashed = Vec::new();
     let mut last_print = Instant::now();
+    let mut next_poll = 0usize;
     loop {
         tokio::select! {
             _ = &mut stop => { println!("stopping"); break; }
@@ -389,49 +554,33 @@ pub async fn run(
                 continue;
             }
             let f = pending.remove(k);
-            let h = &mut homes[f.home];
-            let Some(child) = &mut h.child else { continue };
-            let pid = child.id();
-            match f.kind {
-                crate::scenario::FaultKind::Kill => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    h.child = None;
-                }
-                crate::scenario::FaultKind::Freeze => signal(pid, libc::SIGSTOP),
+            let (who, detail) = start_fault(&f, &mut homes, net.as_mut()).await?;
+            if matches!(f.kind, FaultKind::Kill | FaultKind::Freeze) {
+                let now = wattmesh_node::node::timeline::wall_ms();
+                outages[f.home].push((now, now + f.for_s * 1000));
             }
-            println!("fault: {:?} {} for {} s", f.kind, h.name, f.for_s);
+            println!("fault: {:?} {who} {detail} for {} s", f.kind, f.for_s);
             fault_log.push(FaultRecord {
                 kind: f.kind,
-                home: h.name.clone(),
+                home: who,
+                detail,
                 at_wall_s: started.elapsed().as_secs_f64(),
+                at_simulated_min: sim_min,
                 for_s: f.for_s,
             });
-            active.push((
-                f.home,
-                f.kind,
-                Instant::now() + Duration::from_secs(f.for_s),
-            ));
+            let until = Instant::now() + Duration::from_secs(f.for_s);
+            active.push((f, until));
         }
         // End faults whose time is up.
         let mut k = 0;
         while k < active.len() {
-            if active[k].2 > Instant::now() {
+            if active[k].1 > Instant::now() {
                 k += 1;
                 continue;
             }
-            let (i, kind, _) = active.remove(k);
-            match kind {
-                crate::scenario::FaultKind::Kill => {
-                    homes[i].child = Some(spawn_home(o, &homes[i].dir, true)?);
-                }
-                crate::scenario::FaultKind::Freeze => {
-                    if let Some(c) = &homes[i].child {
-                        signal(c.id(), libc::SIGCONT);
-                    }
-                }
-            }
-            println!("fault over: {}", homes[i].name);
+            let (f, _) = active.remove(k);
+            end_fault(o, &f, &mut homes, net.as_mut()).await?;
+            println!("fault over: {:?}", f.kind);
         }
         if let Some(a) = &mut attack {
             if started.elapsed() > Duration::from_secs(15) {
@@ -452,6 +601,12 @@ pub async fn run(
                 }
             }
         }
+        // Read a few homes' timelines each second, so each is read every few seconds.
+        for _ in 0..o.homes.div_ceil(4) {
+            let i = next_poll % o.homes;
+            next_poll += 1;
+            observed.poll(i, &homes[i].dir).await;
+        }
         if last_print.elapsed() >= Duration::from_secs(5) {
             last_print = Instant::now();
             let mut line = String::new();
@@ -471,72 +626,50 @@ pub async fn run(
         }
     }
     // End any fault still in progress, so every home can be asked and stopped.
-    for (i, kind, _) in active.drain(..) {
-        match kind {
-            crate::scenario::FaultKind::Kill => {
-                homes[i].child = Some(spawn_home(o, &homes[i].dir, true)?);
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            crate::scenario::FaultKind::Freeze => {
-                if let Some(c) = &homes[i].child {
-                    signal(c.id(), libc::SIGCONT);
-                }
-            }
-        }
+    for (f, _) in std::mem::take(&mut active) {
+        end_fault(o, &f, &mut homes, net.as_mut()).await?;
     }
+    let wall_seconds = started.elapsed().as_secs();
     let healthy = &homes[..o.homes];
-    let trades = collect(healthy).await;
+    for (i, h) in healthy.iter().enumerate() {
+        observed.poll(i, &h.dir).await;
+    }
     let now_ms = match status(&homes[0].dir).await {
         Some(s) => s["now_ms"].as_u64().unwrap_or(0),
         None => 0,
     };
-    let c = charter_for(wattmesh_protocol::NodeId([0; 32]), &o.scenario);
-    let slot_ms = c.slot_ms();
-    let grace_ms = u64::from(c.settlement_grace_secs) * 1000;
-    let mut summary = Summary {
-        homes: o.homes,
-        scenario: o.scenario.name.clone(),
-        simulated_seconds: started.elapsed().as_secs() * u64::from(o.speed),
-        wall_seconds: started.elapsed().as_secs(),
-        slots: started.elapsed().as_millis() as u64 * u64::from(o.speed) / slot_ms,
-        crashed_homes: crashed,
-        faults: fault_log,
-        ..Summary::default()
-    };
-    for views in trades.values() {
-        summary.trades += 1;
-        let energy = views[0]["energy_wh"].as_u64().unwrap_or(0);
-        summary.energy_traded_wh += energy;
-        let gain =
-            i128::from(energy) * i128::from(c.retail_price.saturating_sub(c.feed_in_price)) / 1000;
-        summary.kpis.savings_vs_grid += i64::try_from(gain).unwrap_or(0);
-        let settled = views
-            .iter()
-            .filter(|v| v["settlement"] == "settled")
-            .count();
-        if views.len() == 2 && settled == 2 {
-            summary.settled_trades += 1;
-            summary.energy_delivered_wh += views[0]["delivered_wh"].as_u64().unwrap_or(0);
-        }
-        let disputed = views
-            .iter()
-            .any(|v| v["settlement"] == "disputed" || v["settlement"] == "unilateral");
-        if disputed {
-            summary.disputed_trades += 1;
-        }
-        let slot = views[0]["slot_ms"].as_u64().unwrap_or(0);
-        if slot + slot_ms + 2 * grace_ms < now_ms && settled < 2 && !disputed {
-            summary.unsettled_trades += 1;
-        }
-        let same = views.len() == 2
-            && views[0]["energy_wh"] == views[1]["energy_wh"]
-            && views[0]["price"] == views[1]["price"]
-            && views[0]["slot_ms"] == views[1]["slot_ms"]
-            && views[0]["state"] == views[1]["state"];
-        if !same && views.iter().all(|v| v["state"] == "agreed") {
-            summary.mismatched_trades += 1;
-        }
+    let mut readings = Vec::new();
+    for h in healthy {
+        let req = ControlRequest::Readings {
+            from_ms: o.start_ms,
+            to_ms: now_ms.max(o.start_ms),
+        };
+        let list: Vec<wattmesh_node::metering::Minute> = match call(&h.dir, &req).await {
+            Ok(v) => serde_json::from_value(v["readings"].clone()).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        readings.push(list);
     }
+    let trades = collect(healthy).await;
+    let mut summary = crate::report::summarise(&crate::report::Inputs {
+        options: o,
+        names: healthy.iter().map(|h| h.name.clone()).collect(),
+        node_ids: &node_ids,
+        trades: &trades,
+        observed: &observed,
+        readings: &readings,
+        outages: &outages,
+        now_ms,
+        wall_seconds,
+    });
+    summary.network = if net.is_some() {
+        "namespaces"
+    } else {
+        "loopback"
+    }
+    .into();
+    summary.crashed_homes = crashed;
+    summary.faults = fault_log;
     if let Some(a) = &attack {
         let dirs: Vec<PathBuf> = healthy.iter().map(|h| h.dir.clone()).collect();
         summary.hostile = a.outcome(&dirs).await;
@@ -551,6 +684,9 @@ pub async fn run(
         }
     }
     summary.check_failures = check(&summary, &o.scenario.expect);
+    summary
+        .check_failures
+        .extend(crate::report::schema_errors(&summary));
     for h in &homes {
         let _ = call(&h.dir, &ControlRequest::Stop).await;
     }
@@ -564,10 +700,101 @@ pub async fn run(
             }
         }
     }
+    // The homes are gone before their namespaces are.
+    drop(homes);
+    drop(net.take());
     let json = serde_json::to_string_pretty(&summary)?;
-    std::fs::write(o.out.join("summary.json"), &json)?;
     std::fs::write(o.out.join("report.json"), &json)?;
+    std::fs::write(o.out.join("report.html"), crate::html::render(&summary))?;
     Ok(summary)
+}
+
+/// Starts a fault; returns who it hit and details, for the log.
+async fn start_fault(
+    f: &Fault,
+    homes: &mut [Home],
+    net: Option<&mut Namespaces>,
+) -> anyhow::Result<(String, String)> {
+    let h = &mut homes[f.home];
+    match f.kind {
+        FaultKind::Kill => {
+            if let Some(child) = &mut h.child {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            h.child = None;
+            Ok((h.name.clone(), String::new()))
+        }
+        FaultKind::Freeze => {
+            if let Some(c) = &h.child {
+                signal(c.id(), libc::SIGSTOP);
+            }
+            Ok((h.name.clone(), String::new()))
+        }
+        FaultKind::Skew => {
+            let delta = f.skew_s * 1000;
+            let v = call(&h.dir, &ControlRequest::SkewClock { delta_ms: delta }).await?;
+            anyhow::ensure!(v["ok"] == true, "skewing {}: {}", h.name, v["error"]);
+            Ok((h.name.clone(), format!("clock {:+} s", f.skew_s)))
+        }
+        FaultKind::Loss => {
+            let n = net.context("packet loss needs network namespaces")?;
+            n.loss(f.home, f.percent)?;
+            Ok((
+                h.name.clone(),
+                format!("{} % of packets dropped", f.percent),
+            ))
+        }
+        FaultKind::Partition => {
+            let n = net.context("a partition needs network namespaces")?;
+            let others: Vec<usize> = (0..homes.len()).filter(|i| !f.homes.contains(i)).collect();
+            n.partition(&f.homes, &others)?;
+            let side: Vec<&str> = f.homes.iter().map(|&i| homes[i].name.as_str()).collect();
+            Ok((
+                side.join(","),
+                format!("cut off from the other {} homes", others.len()),
+            ))
+        }
+    }
+}
+
+/// Ends a fault.
+async fn end_fault(
+    o: &Options,
+    f: &Fault,
+    homes: &mut [Home],
+    net: Option<&mut Namespaces>,
+) -> anyhow::Result<()> {
+    match f.kind {
+        FaultKind::Kill => {
+            let child = spawn_home(o, net.as_deref(), f.home, &homes[f.home].dir, true)?;
+            homes[f.home].child = Some(child);
+        }
+        FaultKind::Freeze => {
+            if let Some(c) = &homes[f.home].child {
+                signal(c.id(), libc::SIGCONT);
+            }
+        }
+        FaultKind::Skew => {
+            let req = ControlRequest::SkewClock {
+                delta_ms: -f.skew_s * 1000,
+            };
+            if let Err(e) = call(&homes[f.home].dir, &req).await {
+                eprintln!("could not undo the skew of {}: {e}", homes[f.home].name);
+            }
+        }
+        FaultKind::Loss => {
+            if let Some(n) = net {
+                n.loss(f.home, 0)?;
+            }
+        }
+        FaultKind::Partition => {
+            if let Some(n) = net {
+                n.heal()?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What `--check` finds wrong with a run.
@@ -577,6 +804,12 @@ pub fn check(s: &Summary, e: &crate::scenario::Expect) -> Vec<String> {
         out.push(format!(
             "{} trades differ between their two parties",
             s.mismatched_trades
+        ));
+    }
+    if s.oversold_offers > 0 {
+        out.push(format!(
+            "{} offers sold more than their makers offered",
+            s.oversold_offers
         ));
     }
     if s.unsettled_trades > 0 {
@@ -649,15 +882,24 @@ fn usage(home: &str, pid: u32) -> NodeUsage {
 }
 
 /// Starts (or restarts) a home's `wattmesh run`, appending to its log.
-fn spawn_home(o: &Options, dir: &Path, append: bool) -> anyhow::Result<Child> {
+fn spawn_home(
+    o: &Options,
+    net: Option<&Namespaces>,
+    i: usize,
+    dir: &Path,
+    append: bool,
+) -> anyhow::Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(append)
         .write(true)
         .truncate(!append)
         .open(dir.join("node.log"))?;
-    Command::new(&o.bin)
-        .arg("--data-dir")
+    let mut cmd = match net {
+        Some(n) => n.command(i, &o.bin),
+        None => Command::new(&o.bin),
+    };
+    cmd.arg("--data-dir")
         .arg(dir)
         .arg("run")
         .env("RUST_LOG", "info")
@@ -672,17 +914,19 @@ fn spawn_home(o: &Options, dir: &Path, append: bool) -> anyhow::Result<Child> {
         .with_context(|| format!("starting {}", o.bin.display()))
 }
 
-/// Every trade as each of its parties sees it, by (taker, nonce).
-async fn collect(homes: &[Home]) -> BTreeMap<(String, u64), Vec<serde_json::Value>> {
-    let mut out: BTreeMap<(String, u64), Vec<serde_json::Value>> = BTreeMap::new();
-    for h in homes {
+/// Every trade as each of its parties sees it (with the home's index), by (taker, nonce).
+pub type Collected = BTreeMap<(String, u64), Vec<(usize, serde_json::Value)>>;
+
+async fn collect(homes: &[Home]) -> Collected {
+    let mut out: Collected = BTreeMap::new();
+    for (i, h) in homes.iter().enumerate() {
         if let Ok(v) = call(&h.dir, &ControlRequest::Trades).await {
             for t in v["trades"].as_array().into_iter().flatten() {
                 let key = (
                     t["taker"].as_str().unwrap_or("").to_owned(),
                     t["nonce"].as_u64().unwrap_or(0),
                 );
-                out.entry(key).or_default().push(t.clone());
+                out.entry(key).or_default().push((i, t.clone()));
             }
         }
     }
@@ -718,13 +962,14 @@ mod tests {
         assert!(check(&ok, &expect).is_empty());
         let mut bad = ok.clone();
         bad.mismatched_trades = 1;
+        bad.oversold_offers = 1;
         bad.unsettled_trades = 2;
         bad.hostile.accepted = 1;
         bad.crashed_homes = vec!["home-01".into()];
         bad.trades = 1;
         bad.settled_trades = 0;
         let why = check(&bad, &expect);
-        assert_eq!(why.len(), 6, "{why:?}");
+        assert_eq!(why.len(), 7, "{why:?}");
         assert!(why[0].contains("differ"));
     }
 }

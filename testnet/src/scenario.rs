@@ -38,6 +38,18 @@ pub struct Scenario {
     pub faults: Vec<Fault>,
     /// A hostile home.
     pub hostile: Hostile,
+    /// Homes deliberately broken (to show that `--check` catches them).
+    pub sabotage: Vec<Sabotage>,
+}
+
+/// A deliberately broken home.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sabotage {
+    /// Which home (0-based).
+    pub home: usize,
+    /// The home aborts this many real seconds after it starts, as a crash would.
+    pub crash_after_s: u64,
 }
 
 impl Default for Scenario {
@@ -58,6 +70,7 @@ impl Default for Scenario {
             expect: Expect::default(),
             faults: Vec::new(),
             hostile: Hostile::default(),
+            sabotage: Vec::new(),
         }
     }
 }
@@ -77,13 +90,23 @@ pub struct Expect {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
-    /// `kill` (SIGKILL, then a restart) or `freeze` (SIGSTOP, then SIGCONT).
+    /// What to do.
     pub kind: FaultKind,
-    /// Which home (0-based).
+    /// Which home (0-based), for every kind but `partition`.
+    #[serde(default)]
     pub home: usize,
+    /// For `partition`: the homes on one side (the others form the other side).
+    #[serde(default)]
+    pub homes: Vec<usize>,
+    /// For `loss`: the share of packets the home drops, percent (each way).
+    #[serde(default)]
+    pub percent: u8,
+    /// For `skew`: how far the home's clock moves, simulated seconds (negative: behind).
+    #[serde(default)]
+    pub skew_s: i64,
     /// When, simulated minutes after the start.
     pub at_min: u64,
-    /// How long the home stays down or frozen, real seconds.
+    /// How long the fault lasts, real seconds.
     pub for_s: u64,
 }
 
@@ -95,6 +118,66 @@ pub enum FaultKind {
     Kill,
     /// `SIGSTOP`, then `SIGCONT`.
     Freeze,
+    /// Cut the network into two parts, then heal it (network namespaces and nftables).
+    Partition,
+    /// Drop a share of one home's packets (network namespaces and nftables).
+    Loss,
+    /// Move one home's clock, then move it back.
+    Skew,
+}
+
+impl FaultKind {
+    /// Whether the fault needs every home in its own network namespace.
+    pub fn needs_namespaces(self) -> bool {
+        matches!(self, FaultKind::Partition | FaultKind::Loss)
+    }
+}
+
+impl Fault {
+    /// Parses a fault given on the command line, written as a TOML inline table:
+    /// `{ kind = "kill", home = 2, at_min = 12, for_s = 5 }`.
+    pub fn parse(text: &str) -> anyhow::Result<Fault> {
+        #[derive(Deserialize)]
+        struct One {
+            f: Fault,
+        }
+        let one: One = toml::from_str(&format!("f = {text}")).map_err(|e| {
+            anyhow::anyhow!(
+                "the fault {text:?} is invalid: {e}(write it as {{ kind = \"kill\", home = 2, at_min = 12, for_s = 5 }})"
+            )
+        })?;
+        Ok(one.f)
+    }
+
+    /// Checks the fault against the number of homes.
+    pub fn check(&self, homes: usize) -> anyhow::Result<()> {
+        match self.kind {
+            FaultKind::Partition => {
+                anyhow::ensure!(
+                    !self.homes.is_empty() && self.homes.len() < homes,
+                    "a partition names the homes on one side (some, not all)"
+                );
+                for &h in &self.homes {
+                    anyhow::ensure!(h < homes, "a partition names home {h} of {homes}");
+                }
+            }
+            _ => anyhow::ensure!(
+                self.home < homes,
+                "a fault names home {} of {homes}",
+                self.home
+            ),
+        }
+        if self.kind == FaultKind::Loss {
+            anyhow::ensure!(
+                (1..=100).contains(&self.percent),
+                "a loss fault needs percent = 1 to 100"
+            );
+        }
+        if self.kind == FaultKind::Skew {
+            anyhow::ensure!(self.skew_s != 0, "a skew fault needs skew_s (not 0)");
+        }
+        Ok(())
+    }
 }
 
 /// The hostile home.
@@ -119,15 +202,29 @@ impl Scenario {
             (1..=200).contains(&s.speed),
             "speed must be 1 to 200 (protocol deadlines run on real time)"
         );
-        for f in &s.faults {
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Checks the faults and sabotaged homes against the number of homes.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for f in &self.faults {
+            f.check(self.homes)?;
+        }
+        for b in &self.sabotage {
             anyhow::ensure!(
-                f.home < s.homes,
-                "a fault names home {} of {}",
-                f.home,
-                s.homes
+                b.home < self.homes,
+                "sabotage names home {} of {}",
+                b.home,
+                self.homes
             );
         }
-        Ok(s)
+        Ok(())
+    }
+
+    /// Whether the run needs network namespaces (a partition or packet loss).
+    pub fn needs_namespaces(&self) -> bool {
+        self.faults.iter().any(|f| f.kind.needs_namespaces())
     }
 }
 
@@ -142,5 +239,20 @@ mod tests {
             let s = Scenario::load(&dir.join(name)).unwrap();
             assert!(s.homes >= 5, "{name}");
         }
+    }
+
+    #[test]
+    fn faults_from_the_command_line() {
+        let f = Fault::parse(r#"{ kind = "partition", homes = [0, 1], at_min = 10, for_s = 20 }"#)
+            .unwrap();
+        assert_eq!(f.kind, FaultKind::Partition);
+        assert!(f.check(5).is_ok());
+        assert!(
+            f.check(2).is_err(),
+            "both homes on one side is no partition"
+        );
+        let e = Fault::parse(r#"{ kind = "loss", home = 1, at_min = 1, for_s = 5 }"#).unwrap();
+        assert!(e.check(3).unwrap_err().to_string().contains("percent"));
+        assert!(Fault::parse("kill").is_err());
     }
 }

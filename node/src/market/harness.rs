@@ -914,53 +914,34 @@ fn check(sim: &mut Sim) {
 }
 
 /// Gains from trade: realised by the agreed trades, and by a central uniform-price clearing of
-/// the same limit orders, slot by slot. Each order is (home, slot, side, limit, Wh).
+/// the same limit orders, slot by slot.
 fn efficiency(r: &mut Report) {
-    let limit = |n: usize, slot: u64| {
-        r.orders
-            .iter()
-            .find(|o| o.0 == n && o.1 == slot)
-            .map(|o| (o.2, o.3))
-    };
-    let mut realised: u128 = 0;
-    for &(slot, seller, buyer, energy, _price) in &r.trades_list {
-        if let (Some((Side::Sell, ask)), Some((Side::Buy, bid))) =
-            (limit(seller, slot), limit(buyer, slot))
-        {
-            realised += u128::from(bid.saturating_sub(ask)) * u128::from(energy) / 1000;
-        }
-    }
-    let mut central: u128 = 0;
-    let slots: std::collections::BTreeSet<u64> = r.orders.iter().map(|o| o.1).collect();
-    for s in slots {
-        let mut bids: Vec<(u64, u64)> = r
-            .orders
-            .iter()
-            .filter(|o| o.1 == s && o.2 == Side::Buy)
-            .map(|o| (o.3, o.4))
-            .collect();
-        let mut asks: Vec<(u64, u64)> = r
-            .orders
-            .iter()
-            .filter(|o| o.1 == s && o.2 == Side::Sell)
-            .map(|o| (o.3, o.4))
-            .collect();
-        bids.sort_by_key(|b| std::cmp::Reverse(b.0));
-        asks.sort_by_key(|a| a.0);
-        let (mut i, mut j) = (0, 0);
-        while i < bids.len() && j < asks.len() && bids[i].0 >= asks[j].0 {
-            let q = bids[i].1.min(asks[j].1);
-            central += u128::from(bids[i].0 - asks[j].0) * u128::from(q) / 1000;
-            bids[i].1 -= q;
-            asks[j].1 -= q;
-            if bids[i].1 == 0 {
-                i += 1;
-            }
-            if asks[j].1 == 0 {
-                j += 1;
-            }
-        }
-    }
-    r.gains_realised = realised as u64;
-    r.gains_central = central as u64;
+    let orders: Vec<super::clearing::Order> = r
+        .orders
+        .iter()
+        .map(
+            |&(home, slot_ms, side, limit_price, quantity_wh)| super::clearing::Order {
+                home,
+                slot_ms,
+                side,
+                limit_price,
+                quantity_wh,
+            },
+        )
+        .collect();
+    let fills: Vec<super::clearing::Fill> = r
+        .trades_list
+        .iter()
+        .map(
+            |&(slot_ms, seller, buyer, energy_wh, _price)| super::clearing::Fill {
+                slot_ms,
+                seller,
+                buyer,
+                energy_wh,
+            },
+        )
+        .collect();
+    let g = super::clearing::gains(&orders, &fills);
+    r.gains_realised = g.realised;
+    r.gains_central = g.central;
 }

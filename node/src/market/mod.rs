@@ -9,6 +9,7 @@
 //! acknowledged). After a crash, [`Market::restore`] rebuilds the state from the persisted
 //! records alone.
 
+pub mod clearing;
 pub mod docs;
 #[cfg(test)]
 mod handshake_tests;
@@ -326,6 +327,9 @@ pub struct Market {
     pending: HashMap<u64, Pending>,
     /// Counts derived nonces.
     nonce_counter: u64,
+    /// What the automatic trader worked with per slot and side: its limit and the most it
+    /// wanted (the forecast moves while a slot's window is open). Kept for two days.
+    trader_orders: BTreeMap<(u64, Side), trader::Order>,
     /// Maker-signed trades whose taker said it holds nothing: not asked again.
     settled_status: std::collections::HashSet<TradeId>,
     next_token: u64,
@@ -366,6 +370,7 @@ impl Market {
             pending: HashMap::new(),
             settled_status: std::collections::HashSet::new(),
             nonce_counter: 0,
+            trader_orders: BTreeMap::new(),
             next_token: 1,
             break_reservation: false,
         }
@@ -472,6 +477,12 @@ impl Market {
     /// Our node id.
     pub fn me(&self) -> NodeId {
         self.me
+    }
+
+    /// What the automatic trader worked with, per slot and side, for the last two days: its
+    /// limit price and the most energy it wanted.
+    pub fn trader_orders(&self) -> impl Iterator<Item = &trader::Order> {
+        self.trader_orders.values()
     }
 
     /// The trades we are party to.
@@ -741,6 +752,13 @@ impl Market {
                 .map(|(_, v)| *v)
                 .unwrap_or(0)
         };
+        for o in trader::orders(now, &c, limits, utc_offset_min, &fc) {
+            let e = self.trader_orders.entry((o.slot_ms, o.side)).or_insert(o);
+            e.limit_price = o.limit_price;
+            e.quantity_wh = e.quantity_wh.max(o.quantity_wh);
+        }
+        let keep_from = now.saturating_sub(2 * 86_400_000);
+        self.trader_orders.retain(|(s, _), _| *s >= keep_from);
         let pend = |s: u64, side: Side| self.pending_energy(s, side);
         let actions = trader::decide(
             now,

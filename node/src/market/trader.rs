@@ -138,6 +138,79 @@ fn local_hour(utc_ms: u64, utc_offset_min: i64) -> u8 {
     (local.rem_euclid(24 * 60) / 60) as u8
 }
 
+/// What the trader works with for one slot and side: its limit price and the energy it
+/// wants to trade there (from the forecast, within the owner's limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// The slot.
+    pub slot_ms: u64,
+    /// Sell or buy.
+    pub side: Side,
+    /// The owner's limit (floor for selling, ceiling for buying), clamped to the charter's band.
+    pub limit_price: u64,
+    /// Energy wanted, Wh.
+    pub quantity_wh: u64,
+}
+
+/// The slots whose trading window is open at `now`, within the owner's hours.
+fn open_slots(now: u64, c: &Charter, limits: &Limits, utc_offset_min: i64) -> Vec<u64> {
+    let first = slot::first_open_slot(c, now);
+    (0..u64::from(limits.lead_slots))
+        .map(|k| first + k * c.slot_ms())
+        .filter(|&s| {
+            let h = local_hour(s, utc_offset_min);
+            let in_hours = if limits.from_hour <= limits.to_hour {
+                h >= limits.from_hour && h < limits.to_hour
+            } else {
+                h >= limits.from_hour || h < limits.to_hour
+            };
+            let gate = slot::gate_closure(c, s);
+            let window = u64::from(limits.ramp_minutes.max(1)) * 60_000;
+            in_hours && now >= gate.saturating_sub(window) && now < gate
+        })
+        .collect()
+}
+
+/// The orders the trader works with at `now`: for each open slot, the side the forecast
+/// `forecast(slot)` (expected net export, Wh) calls for, the owner's limit and the quantity.
+pub fn orders(
+    now: u64,
+    c: &Charter,
+    limits: &Limits,
+    utc_offset_min: i64,
+    forecast: &dyn Fn(u64) -> i64,
+) -> Vec<Order> {
+    if !limits.enabled {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for s in open_slots(now, c, limits, utc_offset_min) {
+        let f = forecast(s);
+        let (side, quantity_wh) = if limits.sell && f > limits.sell_above_wh as i64 {
+            (
+                Side::Sell,
+                (f as u64 - limits.sell_above_wh).min(limits.max_sell_wh),
+            )
+        } else if limits.buy && f < 0 {
+            (Side::Buy, f.unsigned_abs().min(limits.max_buy_wh))
+        } else {
+            continue;
+        };
+        let limit_price = match side {
+            Side::Sell => limits.min_sell_price,
+            Side::Buy => limits.max_buy_price,
+        }
+        .clamp(c.feed_in_price, c.retail_price);
+        out.push(Order {
+            slot_ms: s,
+            side,
+            limit_price,
+            quantity_wh,
+        });
+    }
+    out
+}
+
 /// Decides what to do at `now`. `forecast(slot)` is the expected net export of our home in
 /// that slot, Wh (negative: a deficit). `pending(slot, side)` is energy in proposals still in
 /// flight. Returns the actions, each with its reason.
@@ -154,130 +227,100 @@ pub fn decide(
     pending: &dyn Fn(u64, Side) -> u64,
 ) -> Vec<Action> {
     let mut out = Vec::new();
-    if !limits.enabled {
-        return out;
-    }
-    let first = slot::first_open_slot(c, now);
-    for k in 0..u64::from(limits.lead_slots) {
-        let s = first + k * c.slot_ms();
-        let h = local_hour(s, utc_offset_min);
-        let in_hours = if limits.from_hour <= limits.to_hour {
-            h >= limits.from_hour && h < limits.to_hour
-        } else {
-            h >= limits.from_hour || h < limits.to_hour
-        };
-        let gate = slot::gate_closure(c, s);
-        let window = u64::from(limits.ramp_minutes.max(1)) * 60_000;
-        if !in_hours || now < gate.saturating_sub(window) || now >= gate {
-            continue;
-        }
+    for order in orders(now, c, limits, utc_offset_min, forecast) {
+        let (s, side, wanted) = (order.slot_ms, order.side, order.quantity_wh);
         let f = forecast(s);
         let entries = book.sorted_from(s);
         let in_slot: Vec<_> = entries.iter().filter(|e| e.offer.slot_ms == s).collect();
-        for side in [Side::Sell, Side::Buy] {
-            let (wanted, on) = match side {
-                Side::Sell if limits.sell && f > limits.sell_above_wh as i64 => (
-                    (f as u64 - limits.sell_above_wh).min(limits.max_sell_wh),
-                    true,
-                ),
-                Side::Buy if limits.buy && f < 0 => (f.unsigned_abs().min(limits.max_buy_wh), true),
-                _ => (0, false),
-            };
-            if !on {
+        let done: u64 = trades
+            .iter()
+            .filter(|t| t.slot_ms == s)
+            .filter(|t| match side {
+                Side::Sell => t.seller() == me,
+                Side::Buy => t.buyer() == me,
+            })
+            .map(|t| t.energy_wh)
+            .sum();
+        let ours: Vec<_> = in_slot
+            .iter()
+            .filter(|e| e.offer.maker == me && e.offer.side == side)
+            .collect();
+        let mut left = wanted.saturating_sub(done + pending(s, side));
+        let price = ramp_price(c, limits, side, s, now);
+        // Take what the book already offers at our price or better, best first.
+        let mut matches: Vec<_> = in_slot
+            .iter()
+            .filter(|e| {
+                e.offer.maker != me && e.offer.side == side.opposite() && e.offer.quantity_wh > 0
+            })
+            .filter(|e| match side {
+                Side::Sell => e.offer.price >= price,
+                Side::Buy => e.offer.price <= price,
+            })
+            .collect();
+        matches.sort_by_key(|e| match side {
+            Side::Sell => u64::MAX - e.offer.price,
+            Side::Buy => e.offer.price,
+        });
+        let mut takes = Vec::new();
+        for e in matches {
+            let q = left.min(e.offer.quantity_wh);
+            if q == 0 || q < e.offer.min_fill_wh.min(e.offer.quantity_wh) {
                 continue;
             }
-            let done: u64 = trades
-                .iter()
-                .filter(|t| t.slot_ms == s)
-                .filter(|t| match side {
-                    Side::Sell => t.seller() == me,
-                    Side::Buy => t.buyer() == me,
-                })
-                .map(|t| t.energy_wh)
-                .sum();
-            let ours: Vec<_> = in_slot
-                .iter()
-                .filter(|e| e.offer.maker == me && e.offer.side == side)
-                .collect();
-            let mut left = wanted.saturating_sub(done + pending(s, side));
-            let price = ramp_price(c, limits, side, s, now);
-            // Take what the book already offers at our price or better, best first.
-            let mut matches: Vec<_> = in_slot
-                .iter()
-                .filter(|e| {
-                    e.offer.maker != me
-                        && e.offer.side == side.opposite()
-                        && e.offer.quantity_wh > 0
-                })
-                .filter(|e| match side {
-                    Side::Sell => e.offer.price >= price,
-                    Side::Buy => e.offer.price <= price,
-                })
-                .collect();
-            matches.sort_by_key(|e| match side {
-                Side::Sell => u64::MAX - e.offer.price,
-                Side::Buy => e.offer.price,
+            takes.push(Action::Take {
+                offer: e.offer.id(),
+                energy_wh: q,
+                why: format!(
+                    "{} {q} Wh for slot {s}: the book has it at {} and our ramp stands at {price}; forecast {f:+} Wh",
+                    if side == Side::Sell { "sell" } else { "buy" },
+                    e.offer.price
+                ),
             });
-            let mut takes = Vec::new();
-            for e in matches {
-                let q = left.min(e.offer.quantity_wh);
-                if q == 0 || q < e.offer.min_fill_wh.min(e.offer.quantity_wh) {
-                    continue;
-                }
-                takes.push(Action::Take {
-                    offer: e.offer.id(),
-                    energy_wh: q,
+            left -= q;
+        }
+        // Our own offer holds exactly what is still wanted after the takes, at the ramp's
+        // price. It is resized before the takes go out, so the same energy is never both
+        // in our offer and in a take.
+        let mut first = true;
+        for e in &ours {
+            let q = if first { left } else { 0 };
+            first = false;
+            if e.offer.quantity_wh != q || (q > 0 && e.offer.price != price) {
+                out.push(Action::Resize {
+                    nonce: e.offer.nonce,
+                    quantity_wh: q,
+                    price: if q > 0 { price } else { e.offer.price },
                     why: format!(
-                        "{} {q} Wh for slot {s}: the book has it at {} and our ramp stands at {price}; forecast {f:+} Wh",
+                        "{} offer for slot {s}: {} Wh at {} -> {q} Wh at {price} (ramp; forecast {f:+} Wh)",
                         if side == Side::Sell { "sell" } else { "buy" },
+                        e.offer.quantity_wh,
                         e.offer.price
                     ),
                 });
-                left -= q;
             }
-            // Our own offer holds exactly what is still wanted after the takes, at the ramp's
-            // price. It is resized before the takes go out, so the same energy is never both
-            // in our offer and in a take.
-            let mut first = true;
-            for e in &ours {
-                let q = if first { left } else { 0 };
-                first = false;
-                if e.offer.quantity_wh != q || (q > 0 && e.offer.price != price) {
-                    out.push(Action::Resize {
-                        nonce: e.offer.nonce,
-                        quantity_wh: q,
-                        price: if q > 0 { price } else { e.offer.price },
-                        why: format!(
-                            "{} offer for slot {s}: {} Wh at {} -> {q} Wh at {price} (ramp; forecast {f:+} Wh)",
-                            if side == Side::Sell { "sell" } else { "buy" },
-                            e.offer.quantity_wh,
-                            e.offer.price
-                        ),
-                    });
-                }
-            }
-            out.extend(takes);
-            if left > 0 && ours.is_empty() {
-                out.push(Action::Post {
-                    side,
-                    slot_ms: s,
-                    quantity_wh: left,
-                    price,
-                    why: format!(
-                        "forecast {f:+} Wh for slot {s}: {} {left} Wh at {price} (limit {})",
-                        if side == Side::Sell {
-                            "offer"
-                        } else {
-                            "bid for"
-                        },
-                        if side == Side::Sell {
-                            limits.min_sell_price
-                        } else {
-                            limits.max_buy_price
-                        }
-                    ),
-                });
-            }
+        }
+        out.extend(takes);
+        if left > 0 && ours.is_empty() {
+            out.push(Action::Post {
+                side,
+                slot_ms: s,
+                quantity_wh: left,
+                price,
+                why: format!(
+                    "forecast {f:+} Wh for slot {s}: {} {left} Wh at {price} (limit {})",
+                    if side == Side::Sell {
+                        "offer"
+                    } else {
+                        "bid for"
+                    },
+                    if side == Side::Sell {
+                        limits.min_sell_price
+                    } else {
+                        limits.max_buy_price
+                    }
+                ),
+            });
         }
     }
     out

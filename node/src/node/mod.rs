@@ -30,6 +30,7 @@ use wattmesh_protocol::{NodeId, NodeKey, slot};
 mod attest;
 mod ledger;
 mod members;
+pub mod timeline;
 
 pub use ledger::{
     AgreementArgs, Decision, DisputeView, DocRequest, DocView, LedgerView, NoteArgs, NoteView,
@@ -112,6 +113,18 @@ pub struct MeterStatus {
     pub export_wh: u64,
 }
 
+/// What the testnet (or an operator) observes of a node: timed events and the automatic
+/// trader's orders.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Observations {
+    /// Events after the one asked for.
+    pub timeline: timeline::Page,
+    /// What the automatic trader worked with per slot and side (last two days).
+    pub orders: Vec<crate::market::trader::Order>,
+    /// The clock's offset, ms (non-zero when skewed).
+    pub clock_offset_ms: i64,
+}
+
 /// The node's status, as `wattmesh status` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -169,6 +182,8 @@ enum Request {
     Attestations(NodeId, Reply<Vec<wattmesh_protocol::MeterAttestation>>),
     Take(NodeId, u64, u64, Reply<Result<TradeView, String>>),
     Trades(Reply<Vec<TradeView>>),
+    Observations(u64, Reply<Observations>),
+    SkewClock(i64, Reply<i64>),
     Trader(Reply<TraderView>),
     SetTrader(crate::market::trader::Limits, Reply<()>),
     Charter(Reply<wattmesh_protocol::Charter>),
@@ -304,6 +319,17 @@ impl NodeHandle {
     /// The trades this node is party to.
     pub async fn trades(&self) -> Result<Vec<TradeView>, Stopped> {
         self.ask(Request::Trades).await
+    }
+
+    /// Events after `after` (wall-clock times of offers seen, proposals sent and trades
+    /// stored) and what the automatic trader worked with.
+    pub async fn observations(&self, after: u64) -> Result<Observations, Stopped> {
+        self.ask(|r| Request::Observations(after, r)).await
+    }
+
+    /// Moves the node's clock by `delta_ms` (the testnet's clock skew); returns the new offset.
+    pub async fn skew_clock(&self, delta_ms: i64) -> Result<i64, Stopped> {
+        self.ask(|r| Request::SkewClock(delta_ms, r)).await
     }
 
     /// Per-minute readings for minutes in `[from_ms, to_ms)`.
@@ -614,6 +640,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         trader: cfg.trader.clone(),
         last_trader_ms: 0,
         trader_log: std::collections::VecDeque::new(),
+        timeline: timeline::Timeline::default(),
         power_history: std::collections::VecDeque::new(),
         profile,
         counters: Counters::default(),
@@ -679,6 +706,8 @@ struct Core {
     trader: crate::market::trader::Limits,
     last_trader_ms: u64,
     trader_log: std::collections::VecDeque<(u64, crate::market::trader::Action)>,
+    /// Wall-clock times of offers seen, proposals sent and trades stored.
+    timeline: timeline::Timeline,
     /// Recent grid power readings (time, W), for the trader's forecast.
     power_history: std::collections::VecDeque<(u64, f64)>,
     /// Mean grid power per slot of the day over the last week, for the trader's forecast.
@@ -812,6 +841,7 @@ impl Core {
                 match accepted.msg {
                     Msg::Offer(o) => {
                         if o.maker != self.key.node_id() {
+                            self.timeline.record(timeline::offer_event(&o, false));
                             self.pending_store.push((o.id(), bytes.clone()));
                         }
                         self.feed(crate::market::Input::Offer(o, bytes)).await;
@@ -1331,6 +1361,22 @@ impl Core {
                     .collect();
                 let _ = reply.send(list);
             }
+            Request::Observations(after, reply) => {
+                let _ = reply.send(Observations {
+                    timeline: self.timeline.after(after),
+                    orders: self.market.trader_orders().copied().collect(),
+                    clock_offset_ms: self.clock.offset_ms(),
+                });
+            }
+            Request::SkewClock(delta, reply) => {
+                self.clock.skew_by(delta);
+                warn!(
+                    delta_ms = delta,
+                    offset_ms = self.clock.offset_ms(),
+                    "clock skewed"
+                );
+                let _ = reply.send(self.clock.offset_ms());
+            }
             Request::Readings(from, to, reply) => {
                 let store = self.store.clone();
                 let list = tokio::task::spawn_blocking(move || store.readings(from, to))
@@ -1535,6 +1581,14 @@ impl Core {
                     }
                 }
                 Output::Send { to, token, req } => {
+                    if let wattmesh_protocol::trade::TradeRequest::Propose(env) = &req {
+                        if let Ok(p) = env.payload_as::<wattmesh_protocol::TradeProposal>() {
+                            self.timeline.record(timeline::EventKind::Proposed {
+                                taker: p.taker.to_hex(),
+                                nonce: p.nonce,
+                            });
+                        }
+                    }
                     let (net, tx) = (self.net.clone(), self.responses_tx.clone());
                     let Some(peer) = net::peer_id_of(&to) else {
                         let _ = tx.send((token, None)).await;
@@ -1576,20 +1630,39 @@ impl Core {
         }
         let records = std::mem::take(batch);
         let me = self.key.node_id();
+        let mut stored = Vec::new();
         for r in &records {
-            if let crate::market::Record::Offer { envelope, .. } = r {
-                if let Ok(o) = Envelope::from_bytes(envelope).and_then(|e| e.payload_as::<Offer>())
-                {
+            match r {
+                crate::market::Record::Offer { envelope, .. } => {
+                    let Ok(o) =
+                        Envelope::from_bytes(envelope).and_then(|e| e.payload_as::<Offer>())
+                    else {
+                        continue;
+                    };
                     if o.maker == me {
+                        self.timeline.record(timeline::offer_event(&o, true));
                         // So that replays of our own offers are refused too.
                         let _ = self.work.send(Work::Own(Box::new(o))).await;
                     }
                 }
+                crate::market::Record::Trade {
+                    id,
+                    state: crate::market::TradeState::Agreed,
+                    ..
+                } => stored.push(*id),
+                _ => {}
             }
         }
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.put_records(&records)).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                for id in stored {
+                    self.timeline.record(timeline::EventKind::TradeStored {
+                        taker: id.taker.to_hex(),
+                        nonce: id.nonce,
+                    });
+                }
+            }
             other => warn!("storing market records failed: {other:?}"),
         }
     }
@@ -1690,6 +1763,10 @@ pub struct TradeView {
     pub from_agreement: bool,
     /// Where its dispute stands, if it has one.
     pub dispute: Option<crate::market::DisputeStatus>,
+    /// The offer taken: its maker's node id (hex) and nonce.
+    pub offer_maker: String,
+    /// See `offer_maker`.
+    pub offer_nonce: u64,
 }
 
 fn trade_view(
@@ -1730,5 +1807,7 @@ fn trade_view(
         signatures_verified: true,
         from_agreement: wattmesh_protocol::ledger::from_agreement(t),
         dispute: None,
+        offer_maker: t.offer.maker.to_hex(),
+        offer_nonce: t.offer.nonce,
     }
 }

@@ -225,6 +225,8 @@ mod tests {
             signatures_verified: true,
             from_agreement: false,
             dispute: None,
+            offer_maker: String::new(),
+            offer_nonce: 1,
         }
     }
 
