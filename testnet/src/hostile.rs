@@ -27,7 +27,14 @@ pub struct Attack {
     /// Offers that must never be accepted: (maker, nonce, the highest version that may be
     /// seen; 0 for none at all).
     watch: Vec<(NodeId, u64, u32)>,
+    /// Old offer versions to send again once the healthy homes' gossip duplicate caches have
+    /// forgotten them (so the replay reaches their replay window), with when they were new.
+    replays: std::collections::VecDeque<(Instant, Vec<u8>)>,
 }
+
+/// How long the hostile home waits before replaying an old offer version: longer than the
+/// healthy homes' gossip duplicate cache (`run::DUPLICATE_CACHE_SECS`).
+const REPLAY_AFTER: Duration = Duration::from_secs(crate::run::DUPLICATE_CACHE_SECS + 5);
 
 impl Attack {
     /// Prepares an attack from the hostile home at `dir`.
@@ -42,6 +49,7 @@ impl Attack {
             last: None,
             record: HostileRecord::default(),
             watch: Vec::new(),
+            replays: std::collections::VecDeque::new(),
         })
     }
 
@@ -86,8 +94,17 @@ impl Attack {
         }
     }
 
-    /// Sends one round if one is due (every two seconds).
+    /// Sends one round if one is due (every two seconds), and the replays that are due.
     pub async fn step(&mut self, victim_dir: &Path) {
+        while self
+            .replays
+            .front()
+            .is_some_and(|(t, _)| t.elapsed() >= REPLAY_AFTER)
+        {
+            if let Some((_, v1)) = self.replays.pop_front() {
+                self.publish("replay", TopicKind::Offers, v1).await;
+            }
+        }
         if self.rounds_left == 0
             || self
                 .last
@@ -147,9 +164,8 @@ impl Attack {
             },
         )
         .await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
         self.watch.push((me, nonce, 2));
-        self.publish("replay", TopicKind::Offers, v1).await;
+        self.replays.push_back((Instant::now(), v1));
 
         // Not an envelope at all.
         let junk: Vec<u8> = (0..300).map(|_| self.next() as u8).collect();

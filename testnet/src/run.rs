@@ -280,6 +280,10 @@ pub(crate) fn charter_for(
     c
 }
 
+/// The healthy homes' gossip duplicate cache, seconds: short, so that the hostile home's
+/// replays get past it to the node's own replay window.
+pub const DUPLICATE_CACHE_SECS: u64 = 15;
+
 /// Home `i`'s data directory (the hostile home comes after the healthy ones).
 fn homes_dir(o: &Options, i: usize) -> PathBuf {
     if i < o.homes {
@@ -298,6 +302,7 @@ fn config_for(i: usize, o: &Options, origin_ms: u64, host: &str) -> Config {
     let mut c = Config::default();
     c.network.listen = vec![format!("/ip4/{host}/tcp/{}", o.base_port as usize + i)];
     c.network.heartbeat_ms = 300;
+    c.network.duplicate_cache_secs = DUPLICATE_CACHE_SECS;
     c.mdns.enabled = false;
     c.web.listen = format!("{host}:{}", web_port(o, i));
     // No SSDP multicast from the testnet (everything is on loopback anyway).
