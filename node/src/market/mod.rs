@@ -551,6 +551,11 @@ impl Market {
                     TradeRequest::Cosigned(env) => self.on_cosigned(now, from, env, &mut out),
                     TradeRequest::Decline(hash) => self.on_decline(from, hash, &mut out),
                     TradeRequest::Note(env) => self.on_note(from, env, &mut out),
+                    // Private attestations (privacy mode) are the node's to check and store
+                    // (`node/attest.rs`); the driver never hands them to the market.
+                    TradeRequest::Attestation { .. } => {
+                        TradeResponse::Reject(wattmesh_protocol::trade::RejectReason::Invalid)
+                    }
                 };
                 out.push(Output::Reply { reply, resp });
             }
