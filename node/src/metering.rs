@@ -45,6 +45,11 @@ pub struct MeterConfig {
     pub home: String,
     /// Days of per-minute readings to keep.
     pub retention_days: u32,
+    /// Privacy mode: each slot's attestation goes only to the node's trade counterparties in
+    /// the slot, and everyone else gets a signed commitment to it (its place in the chain and
+    /// its hash), so the chain stays checkable. Off by default: attestations are gossiped to
+    /// every member.
+    pub privacy: bool,
     /// The simulated household.
     pub sim: SimConfig,
     /// The Modbus meter.
@@ -62,6 +67,7 @@ impl Default for MeterConfig {
             poll_secs: 10,
             home: String::new(),
             retention_days: 400,
+            privacy: false,
             sim: SimConfig::default(),
             modbus: crate::meter::modbus::ModbusConfig::default(),
             ct: crate::meter::ct::CtConfig::default(),

@@ -1344,6 +1344,22 @@ impl Market {
             .collect()
     }
 
+    /// The nodes we have agreed trades with in a slot: those a node in privacy mode sends its
+    /// attestation for the slot to, and serves it to.
+    pub fn counterparties_in(&self, slot_ms: u64) -> std::collections::BTreeSet<NodeId> {
+        self.trades
+            .values()
+            .filter(|t| t.state == TradeState::Agreed && t.trade.slot_ms == slot_ms)
+            .map(|t| {
+                if t.trade.seller() == self.me {
+                    t.trade.buyer()
+                } else {
+                    t.trade.seller()
+                }
+            })
+            .collect()
+    }
+
     fn propose_settlement(&mut self, now: u64, rec: &TradeRec, out: &mut Vec<Output>) {
         let t = &rec.trade;
         let own = self.attestations.get(&(self.me, t.slot_ms)).cloned();
