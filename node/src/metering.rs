@@ -122,6 +122,8 @@ pub enum MeterEvent {
     Minute(Minute),
     /// A slot is complete.
     Slot(SlotTotals),
+    /// A hardware source's read counters and current fault (after every poll).
+    Health(crate::meter::SourceHealth),
 }
 
 /// Builds the configured source; `None` when metering is off. `registers` is where a source
@@ -183,7 +185,12 @@ impl Loop {
     /// Handles one poll at `t`; returns the events it produces.
     fn step(&mut self, t: u64) -> Vec<MeterEvent> {
         let mut out = Vec::new();
-        let sample = match self.source.poll(t) {
+        let polled = self.source.poll(t);
+        // The counters change whether or not the poll worked.
+        if let Some(h) = self.source.health() {
+            out.push(MeterEvent::Health(h));
+        }
+        let sample = match polled {
             Ok(s) => s,
             Err(e) => {
                 warn!("meter: {e}");
@@ -353,7 +360,7 @@ pub fn spawn(
                     // Live readings are only for display: drop one rather than wait, so a busy
                     // node never stalls the meter (stalls would show up as missing coverage).
                     let sent = match ev {
-                        MeterEvent::Live(_) => match out.try_send(ev) {
+                        MeterEvent::Live(_) | MeterEvent::Health(_) => match out.try_send(ev) {
                             Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
                             _ => Ok(()),
                         },

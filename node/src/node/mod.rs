@@ -120,6 +120,9 @@ pub struct MeterStatus {
     /// Whether attestations are kept private (`[meter] privacy`): sent only to trade
     /// counterparties, with a commitment for everyone else.
     pub privacy: bool,
+    /// A hardware source's read counters (P1 telegrams and CRC errors, Modbus reads, ADC
+    /// errors and discarded cycles) and what is wrong now; none for the simulated meter.
+    pub health: Option<crate::meter::SourceHealth>,
 }
 
 /// The node's status, as `wattmesh status` shows it.
@@ -1481,6 +1484,7 @@ impl Core {
                 let mut m = MeterStatus {
                     enabled: true,
                     privacy: self.privacy,
+                    health: self.meter.health.take(),
                     at_ms: sample.at_ms,
                     ..MeterStatus::default()
                 };
@@ -1518,6 +1522,7 @@ impl Core {
                 });
             }
             crate::metering::MeterEvent::Slot(t) => self.attest(t).await,
+            crate::metering::MeterEvent::Health(h) => self.meter.health = Some(h),
         }
     }
 
