@@ -1026,7 +1026,41 @@ fn print_status(s: &Value) {
         );
     }
     println!("offers       {}", s["offers"]);
+    print_meter(&s["meter"]);
     println!("counters     {}", s["counters"]);
+}
+
+/// The status's meter lines: whether there is one, privacy mode, and a hardware source's read
+/// counters and current fault.
+fn print_meter(m: &Value) {
+    if m["enabled"].as_bool() != Some(true) {
+        println!("meter        none");
+        return;
+    }
+    let privacy = if m["privacy"].as_bool() == Some(true) {
+        "private (attestations to counterparties only, commitments to everyone)"
+    } else {
+        "public"
+    };
+    println!("meter        attestations {privacy}");
+    let h = &m["health"];
+    if h.is_null() {
+        return;
+    }
+    let counters: Vec<String> = h["counters"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!(
+        "meter reads  {}: {}",
+        h["source"].as_str().unwrap_or("?"),
+        counters.join(", ")
+    );
+    if let Some(e) = h["error"].as_str() {
+        println!("meter fault  {e}");
+    }
 }
 
 fn print_offers(offers: &[Value], w: &mut dyn std::io::Write) -> anyhow::Result<()> {

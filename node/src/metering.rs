@@ -45,6 +45,11 @@ pub struct MeterConfig {
     pub home: String,
     /// Days of per-minute readings to keep.
     pub retention_days: u32,
+    /// Privacy mode: each slot's attestation goes only to the node's trade counterparties in
+    /// the slot, and everyone else gets a signed commitment to it (its place in the chain and
+    /// its hash), so the chain stays checkable. Off by default: attestations are gossiped to
+    /// every member.
+    pub privacy: bool,
     /// The simulated household.
     pub sim: SimConfig,
     /// The Modbus meter.
@@ -62,6 +67,7 @@ impl Default for MeterConfig {
             poll_secs: 10,
             home: String::new(),
             retention_days: 400,
+            privacy: false,
             sim: SimConfig::default(),
             modbus: crate::meter::modbus::ModbusConfig::default(),
             ct: crate::meter::ct::CtConfig::default(),
@@ -116,6 +122,8 @@ pub enum MeterEvent {
     Minute(Minute),
     /// A slot is complete.
     Slot(SlotTotals),
+    /// A hardware source's read counters and current fault (after every poll).
+    Health(crate::meter::SourceHealth),
 }
 
 /// Builds the configured source; `None` when metering is off. `registers` is where a source
@@ -177,7 +185,12 @@ impl Loop {
     /// Handles one poll at `t`; returns the events it produces.
     fn step(&mut self, t: u64) -> Vec<MeterEvent> {
         let mut out = Vec::new();
-        let sample = match self.source.poll(t) {
+        let polled = self.source.poll(t);
+        // The counters change whether or not the poll worked.
+        if let Some(h) = self.source.health() {
+            out.push(MeterEvent::Health(h));
+        }
+        let sample = match polled {
             Ok(s) => s,
             Err(e) => {
                 warn!("meter: {e}");
@@ -347,7 +360,7 @@ pub fn spawn(
                     // Live readings are only for display: drop one rather than wait, so a busy
                     // node never stalls the meter (stalls would show up as missing coverage).
                     let sent = match ev {
-                        MeterEvent::Live(_) => match out.try_send(ev) {
+                        MeterEvent::Live(_) | MeterEvent::Health(_) => match out.try_send(ev) {
                             Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
                             _ => Ok(()),
                         },

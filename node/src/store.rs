@@ -26,6 +26,10 @@ const OFFERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("offers_v1");
 const TRADES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("trades_v1");
 /// Meter attestations, ours and peers', by node id ‖ sequence number (BE): envelope bytes.
 const ATTESTATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("attestations_v1");
+/// Attestation commitments (privacy mode), ours and peers', keyed like `attestations_v1`:
+/// envelope bytes. A node holding both for one sequence number holds a private attestation
+/// (its `ext` says so) and shares it only as the sync rules allow.
+const COMMITMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("commitments_v1");
 /// Per-minute readings by minute start (UTC ms): postcard of `metering::Minute`.
 const READINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("readings_v1");
 /// Settlements we are party to, by the 40-byte trade id: postcard of the state, the envelope
@@ -49,6 +53,29 @@ const TICKETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tickets_v1"
 const DOCUMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("documents_v1");
 /// Dispute notes, by trade id (40 bytes) ‖ note hash (32 bytes): envelope bytes.
 const NOTES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("notes_v1");
+
+/// One envelope of a node's chain to store: the node, the sequence number, the bytes.
+pub type ChainItem = (wattmesh_protocol::NodeId, u64, Vec<u8>);
+
+/// What the store holds for one sequence number of a node's chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainEntry {
+    /// The sequence number.
+    pub seq: u64,
+    /// The attestation's envelope bytes, if held.
+    pub attestation: Option<Vec<u8>>,
+    /// The commitment's envelope bytes, if held.
+    pub commitment: Option<Vec<u8>>,
+}
+
+impl ChainEntry {
+    fn new(seq: u64) -> ChainEntry {
+        ChainEntry {
+            seq,
+            ..ChainEntry::default()
+        }
+    }
+}
 
 /// A remembered peer: its id bytes and addresses.
 pub type KnownPeer = (Vec<u8>, Vec<String>);
@@ -202,6 +229,7 @@ impl Store {
             tx.open_table(PEERS)?;
             tx.open_table(TRADES)?;
             tx.open_table(ATTESTATIONS)?;
+            tx.open_table(COMMITMENTS)?;
             tx.open_table(READINGS)?;
             tx.open_table(SETTLEMENTS)?;
             tx.open_table(ROSTER)?;
@@ -546,23 +574,120 @@ impl Store {
     }
 
     /// Stores attestation envelopes durably (one transaction).
-    pub fn put_attestations(
+    pub fn put_attestations(&self, items: &[ChainItem]) -> Result<(), StoreError> {
+        self.put_chain(items, &[])
+    }
+
+    /// Stores attestation and commitment envelopes durably, in one transaction (a private
+    /// attestation and its commitment are never stored one without the other).
+    pub fn put_chain(
         &self,
-        items: &[(wattmesh_protocol::NodeId, u64, Vec<u8>)],
+        attestations: &[ChainItem],
+        commitments: &[ChainItem],
     ) -> Result<(), StoreError> {
-        if items.is_empty() {
+        if attestations.is_empty() && commitments.is_empty() {
             return Ok(());
         }
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::Immediate)?;
         {
             let mut t = tx.open_table(ATTESTATIONS)?;
-            for (node, seq, bytes) in items {
+            for (node, seq, bytes) in attestations {
+                t.insert(attestation_key(node, *seq).as_slice(), bytes.as_slice())?;
+            }
+            let mut t = tx.open_table(COMMITMENTS)?;
+            for (node, seq, bytes) in commitments {
                 t.insert(attestation_key(node, *seq).as_slice(), bytes.as_slice())?;
             }
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// `node`'s commitments from `from_seq` on, at most `limit`, in sequence order.
+    pub fn commitments(
+        &self,
+        node: &wattmesh_protocol::NodeId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self
+            .chain_rows(COMMITMENTS, node, from_seq, limit)?
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect())
+    }
+
+    fn chain_rows(
+        &self,
+        table: TableDefinition<&[u8], &[u8]>,
+        node: &wattmesh_protocol::NodeId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(table)?;
+        let lo = attestation_key(node, from_seq);
+        let hi = attestation_key(node, u64::MAX);
+        let mut out = Vec::new();
+        for row in t.range(lo.as_slice()..=hi.as_slice())? {
+            if out.len() >= limit {
+                break;
+            }
+            let row = row?;
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&row.0.value()[32..]);
+            out.push((u64::from_be_bytes(seq), row.1.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// `node`'s chain from `from_seq` on, for at most `limit` sequence numbers: per sequence
+    /// number held, the attestation and the commitment, whichever are held.
+    pub fn chain(
+        &self,
+        node: &wattmesh_protocol::NodeId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<ChainEntry>, StoreError> {
+        let full = self.chain_rows(ATTESTATIONS, node, from_seq, limit)?;
+        let committed = self.chain_rows(COMMITMENTS, node, from_seq, limit)?;
+        let mut by_seq: std::collections::BTreeMap<u64, ChainEntry> = Default::default();
+        for (seq, b) in full {
+            by_seq
+                .entry(seq)
+                .or_insert_with(|| ChainEntry::new(seq))
+                .attestation = Some(b);
+        }
+        for (seq, b) in committed {
+            by_seq
+                .entry(seq)
+                .or_insert_with(|| ChainEntry::new(seq))
+                .commitment = Some(b);
+        }
+        Ok(by_seq.into_values().take(limit).collect())
+    }
+
+    /// The highest sequence number of `node`'s chain held, attestation or commitment.
+    pub fn last_chain_seq(
+        &self,
+        node: &wattmesh_protocol::NodeId,
+    ) -> Result<Option<u64>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let lo = attestation_key(node, 0);
+        let hi = attestation_key(node, u64::MAX);
+        let mut best = None;
+        for table in [ATTESTATIONS, COMMITMENTS] {
+            let t = tx.open_table(table)?;
+            if let Some(row) = t.range(lo.as_slice()..=hi.as_slice())?.next_back() {
+                let row = row?;
+                let mut seq = [0u8; 8];
+                seq.copy_from_slice(&row.0.value()[32..]);
+                let seq = u64::from_be_bytes(seq);
+                best = Some(best.map_or(seq, |b: u64| b.max(seq)));
+            }
+        }
+        Ok(best)
     }
 
     /// `node`'s attestations from `from_seq` on, at most `limit`, in sequence order.

@@ -11,6 +11,7 @@ use libp2p::PeerId;
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use tokio::sync::mpsc;
 use tracing::debug;
+use wattmesh_protocol::attestation::{AttestationCommitment, MeterAttestation, chain_hash};
 use wattmesh_protocol::charter::CharterChain;
 use wattmesh_protocol::envelope::{Envelope, Kind};
 use wattmesh_protocol::offer::Offer;
@@ -41,6 +42,20 @@ pub enum Work {
     Members(Vec<u8>),
     /// One of our own offers, recorded so that replays of it are refused.
     Own(Box<Offer>),
+    /// A private attestation and its commitment sent to us by their node (privacy mode, on
+    /// `/wattmesh/trade/1`): archival checks of both, and that the commitment opens to the
+    /// attestation. Not recorded in the replay window: the commitment still travels by gossip,
+    /// and this node must not refuse to relay it.
+    Private {
+        /// Who sent it (the peer's node id).
+        from: wattmesh_protocol::NodeId,
+        /// The attestation's envelope bytes.
+        attestation: Vec<u8>,
+        /// The commitment's envelope bytes.
+        commitment: Vec<u8>,
+        /// Where the answer goes (the node's reply token).
+        reply: u64,
+    },
     /// A new charter chain (a charter version was added).
     Chain(Box<CharterChain>),
 }
@@ -96,6 +111,13 @@ pub enum Outcome {
         /// Whether it came by sync (or from this node).
         synced: bool,
     },
+    /// A private attestation sent to us, checked (or why not).
+    Private {
+        /// The reply token of the request.
+        reply: u64,
+        /// The checked pair.
+        checked: Result<Box<PrivatePair>, String>,
+    },
     /// A membership message refused.
     RefusedRecord {
         /// Why.
@@ -105,6 +127,59 @@ pub enum Outcome {
         /// Whether it came by sync.
         synced: bool,
     },
+}
+
+/// A private attestation with the commitment that opens to it, both checked.
+#[derive(Debug)]
+pub struct PrivatePair {
+    /// The attestation.
+    pub attestation: MeterAttestation,
+    /// Its envelope bytes.
+    pub attestation_bytes: Vec<u8>,
+    /// The commitment.
+    pub commitment: AttestationCommitment,
+    /// Its envelope bytes.
+    pub commitment_bytes: Vec<u8>,
+}
+
+/// Checks a private attestation and its commitment from `from`: both valid (archival), both
+/// `from`'s, the attestation marked private, and the commitment opening to it.
+pub fn check_private(
+    from: &wattmesh_protocol::NodeId,
+    attestation: Vec<u8>,
+    commitment: Vec<u8>,
+    chain: &CharterChain,
+) -> Result<PrivatePair, String> {
+    use wattmesh_protocol::validate::{Msg, validate_archival};
+    let a = match validate_archival(&attestation, chain, false) {
+        Ok(acc) => match acc.msg {
+            Msg::Attestation(a) => (a, acc.envelope),
+            _ => return Err("not an attestation".into()),
+        },
+        Err(e) => return Err(format!("attestation: {e}")),
+    };
+    let c = match validate_archival(&commitment, chain, false) {
+        Ok(acc) => match acc.msg {
+            Msg::Commitment(c) => c,
+            _ => return Err("not a commitment".into()),
+        },
+        Err(e) => return Err(format!("commitment: {e}")),
+    };
+    let (a, env) = a;
+    if &a.node != from || &c.node != from {
+        return Err("not the sender's".into());
+    }
+    if !a.is_private() {
+        return Err("the attestation is not marked private".into());
+    }
+    c.opens(&a, &chain_hash(&env.payload))
+        .map_err(|e| e.to_string())?;
+    Ok(PrivatePair {
+        attestation: a,
+        attestation_bytes: attestation,
+        commitment: c,
+        commitment_bytes: commitment,
+    })
 }
 
 /// How many messages may wait for the worker.
@@ -132,8 +207,14 @@ pub fn spawn(
                             &data, &chain, false,
                         ) {
                             Ok(a) => {
-                                if let wattmesh_protocol::validate::Msg::Attestation(att) = &a.msg {
-                                    v.record_attestation(att);
+                                match &a.msg {
+                                    wattmesh_protocol::validate::Msg::Attestation(att) => {
+                                        v.record_attestation(att);
+                                    }
+                                    wattmesh_protocol::validate::Msg::Commitment(c) => {
+                                        v.record_chain(c.node, c.seq);
+                                    }
+                                    _ => {}
                                 }
                                 Outcome::Accepted {
                                     accepted: Box::new(a),
@@ -176,6 +257,22 @@ pub fn spawn(
                     Work::Synced(data) => (data, None),
                     Work::Own(offer) => {
                         v.record_offer(&offer, now);
+                        continue;
+                    }
+                    Work::Private {
+                        from,
+                        attestation,
+                        commitment,
+                        reply,
+                    } => {
+                        let checked =
+                            check_private(&from, attestation, commitment, &chain).map(Box::new);
+                        if out
+                            .blocking_send(Outcome::Private { reply, checked })
+                            .is_err()
+                        {
+                            break;
+                        }
                         continue;
                     }
                     Work::Chain(c) => {
@@ -320,11 +417,16 @@ fn members(
     }
 }
 
-/// An offer must come on the offers topic, an attestation on the attestations topic.
+/// An offer must come on the offers topic, an attestation or a commitment on the attestations
+/// topic.
 fn topic_matches(topic: TopicKind, a: &Accepted) -> bool {
     use wattmesh_protocol::validate::Msg;
     matches!(
         (topic, &a.msg),
-        (TopicKind::Offers, Msg::Offer(_)) | (TopicKind::Attestations, Msg::Attestation(_))
+        (TopicKind::Offers, Msg::Offer(_))
+            | (
+                TopicKind::Attestations,
+                Msg::Attestation(_) | Msg::Commitment(_)
+            )
     )
 }

@@ -183,3 +183,184 @@ async fn a_trade_is_delivered_attested_and_settled_identically_on_both_sides() {
     seller.handle.stop().await;
     buyer.handle.stop().await;
 }
+
+/// Privacy mode: the seller and the buyer keep their attestations private. Each sends its full
+/// attestation only to the other (its counterparty in the slot); a neighbour that did not
+/// trade with them, and a node that joins later and catches up by sync, get only the
+/// commitments, and can check both chains through them. The trade settles identically on both
+/// sides, as without privacy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_privacy_mode_only_counterparties_get_the_attestation_and_everyone_the_commitment() {
+    use wattmesh_node::market::SettleState;
+    use wattmesh_node::node::{PostOffer, SideArg};
+    use wattmesh_protocol::attestation::{Link, chain_hash, check_chain};
+    let dir = tempfile::tempdir().unwrap();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let [sdir, bdir, odir, ldir] =
+        ["seller", "buyer", "observer", "late"].map(|n| dir.path().join(n));
+    let hood = found_fast(&sdir);
+    for d in [&bdir, &odir, &ldir] {
+        join(d, &hood);
+    }
+    let origin = wattmesh_node::clock::Clock::new(&Default::default()).now_ms();
+    let private = |bootstrap: Vec<String>| {
+        let mut c = fast_config(bootstrap, origin);
+        c.meter.privacy = true;
+        c
+    };
+    let seller = TestNode::start(&sdir, private(vec![])).await;
+    let s_addr = seller.addr().await;
+    let buyer = TestNode::start(&bdir, private(vec![s_addr.clone()])).await;
+    let b_addr = buyer.addr().await;
+    // The observer keeps privacy off; it trades with nobody.
+    let observer = TestNode::start(
+        &odir,
+        fast_config(vec![s_addr.clone(), b_addr.clone()], origin),
+    )
+    .await;
+    eventually(Duration::from_secs(30), || async {
+        (seller.peer_count().await == 2 && observer.peer_count().await == 2).then_some(())
+    })
+    .await
+    .expect("connected");
+    let (seller_id, buyer_id) = (key_of(&sdir).node_id(), key_of(&bdir).node_id());
+    let offer = seller
+        .handle
+        .post(PostOffer {
+            side: SideArg::Sell,
+            quantity_wh: 300,
+            price: 9_000,
+            slot_ms: None,
+            min_fill_wh: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    eventually(Duration::from_secs(30), || async {
+        buyer.has_offer(offer.nonce).await.then_some(())
+    })
+    .await
+    .expect("the buyer sees the offer");
+    let trade = buyer
+        .handle
+        .take(seller_id, offer.nonce, 200)
+        .await
+        .unwrap()
+        .unwrap();
+    let settled = |node: &TestNode| {
+        let nonce = trade.nonce;
+        let h = node.handle.clone();
+        async move {
+            let t = h.trades().await.ok()?;
+            let t = t.into_iter().find(|t| t.nonce == nonce)?;
+            (t.settlement == Some(SettleState::Settled)).then_some(t)
+        }
+    };
+    let s = eventually(Duration::from_secs(120), || settled(&seller))
+        .await
+        .expect("the seller settles");
+    let b = eventually(Duration::from_secs(30), || settled(&buyer))
+        .await
+        .expect("the buyer settles");
+    assert_eq!(s.delivered_wh, b.delivered_wh);
+    assert_eq!(
+        s.amount,
+        b.amount.map(|a| -a),
+        "one amount, booked to both sides"
+    );
+
+    // The counterparties hold each other's full attestation for the slot, marked private, and
+    // the commitment that opens to it.
+    let full_of = |h: wattmesh_node::node::NodeHandle, node| async move {
+        h.attestations(node)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|a| a.slot_ms == trade.slot_ms)
+    };
+    let seller_att = eventually(Duration::from_secs(30), || {
+        full_of(buyer.handle.clone(), seller_id)
+    })
+    .await
+    .expect("the buyer holds the seller's attestation");
+    assert!(seller_att.is_private());
+    assert_eq!(seller_att.sold.sum, 200);
+    assert_eq!(s.delivered_wh, Some(seller_att.export_wh.min(200)));
+    let buyer_att = eventually(Duration::from_secs(30), || {
+        full_of(seller.handle.clone(), buyer_id)
+    })
+    .await
+    .expect("the seller holds the buyer's attestation");
+    assert!(buyer_att.is_private());
+    assert_eq!(buyer_att.bought.sum, 200);
+    let opened = buyer
+        .handle
+        .commitments(seller_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.seq == seller_att.seq)
+        .expect("the buyer holds the seller's commitment");
+    let hash = chain_hash(&wattmesh_protocol::codec::encode(&seller_att));
+    assert_eq!(opened.opens(&seller_att, &hash), Ok(()));
+
+    // The observer traded with neither: commitments only, and both chains check through them.
+    let slot_len = 5 * 60_000;
+    for node in [seller_id, buyer_id] {
+        let commitments = eventually(Duration::from_secs(30), || {
+            let h = observer.handle.clone();
+            async move {
+                let c = h.commitments(node).await.ok()?;
+                c.iter().any(|c| c.slot_ms == trade.slot_ms).then_some(c)
+            }
+        })
+        .await
+        .expect("the observer holds the commitment for the traded slot");
+        assert!(
+            observer.handle.attestations(node).await.unwrap().is_empty(),
+            "the observer never gets a private attestation"
+        );
+        let links: Vec<Link> = commitments.iter().map(Link::Committed).collect();
+        assert_eq!(commitments[0].seq, 0);
+        assert_eq!(check_chain(&links, slot_len), Ok(()));
+    }
+    let o = observer.handle.status().await.unwrap();
+    assert!(o.counters.commitments_received >= 2, "{:?}", o.counters);
+    assert_eq!(o.counters.attestation_chain_breaks, 0);
+    let sc = seller.handle.status().await.unwrap().counters;
+    let bc = buyer.handle.status().await.unwrap().counters;
+    assert!(sc.attestations_sent_privately >= 1, "{sc:?}");
+    assert!(bc.attestations_received_privately >= 1, "{bc:?}");
+    assert_eq!(sc.attestation_chain_breaks + bc.attestation_chain_breaks, 0);
+
+    // A node that joins now catches up by sync from the seller and the buyer themselves: it
+    // gets their commitments, never their private attestations.
+    let late = TestNode::start(&ldir, fast_config(vec![s_addr, b_addr], origin)).await;
+    for node in [seller_id, buyer_id] {
+        eventually(Duration::from_secs(60), || {
+            let h = late.handle.clone();
+            async move {
+                let c = h.commitments(node).await.ok()?;
+                c.iter().any(|c| c.slot_ms == trade.slot_ms).then_some(())
+            }
+        })
+        .await
+        .expect("the late joiner syncs the commitments");
+        assert!(late.handle.attestations(node).await.unwrap().is_empty());
+    }
+    assert_eq!(
+        late.handle
+            .status()
+            .await
+            .unwrap()
+            .counters
+            .attestation_chain_breaks,
+        0
+    );
+    for n in [seller, buyer, observer, late] {
+        n.handle.stop().await;
+    }
+}

@@ -368,3 +368,65 @@ async fn the_api_needs_a_session_and_refuses_cross_site_requests() {
     );
     node.handle.stop().await;
 }
+
+/// A P1 meter's read counters (telegrams, CRC errors...) reach `wattmesh status` (the Status
+/// response) and `/metrics`. The meter is a loopback TCP port (a P1-to-network bridge) that
+/// sends one good telegram and one whose CRC is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meter_read_errors_show_in_the_status_and_the_metrics() {
+    use wattmesh_node::meter::p1::P1Transport;
+    const EXAMPLE: &[u8] = include_bytes!("../src/meter/p1/dsmr5-example.txt");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut bad = EXAMPLE.to_vec();
+    let at = bad.len() - 3; // the CRC's last hex digit, before "\r\n"
+    bad[at] = if bad[at] == b'0' { b'1' } else { b'0' };
+    let bridge = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(EXAMPLE).await.unwrap();
+        s.write_all(&bad).await.unwrap();
+        s.write_all(EXAMPLE).await.unwrap();
+        // Keep the connection open, as a bridge does between telegrams.
+        tokio::time::sleep(Duration::from_secs(120)).await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    found(&dir.path().join("a"));
+    let mut cfg = test_config(vec![]);
+    cfg.meter.source = wattmesh_node::metering::SourceKind::P1;
+    cfg.meter.poll_secs = 1;
+    cfg.meter.p1.transport = P1Transport::Tcp {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    cfg.web.metrics_token = "s3cret-token".into();
+    let node = TestNode::start(&dir.path().join("a"), cfg).await;
+    let health = eventually(Duration::from_secs(30), || async {
+        let h = node.handle.status().await.ok()?.meter.health?;
+        (h.counters.get("telegrams") >= Some(&2) && h.counters.get("crc_errors") >= Some(&1))
+            .then_some(h)
+    })
+    .await
+    .expect("the status shows the P1 counters");
+    assert_eq!(health.source, "p1");
+    assert_eq!(health.counters["crc_errors"], 1);
+    assert_eq!(health.error, None, "good telegrams keep arriving");
+    let addr = node.running.web.as_ref().expect("web UI on").addr;
+    let r = http(
+        addr,
+        "GET",
+        "/metrics",
+        &[("authorization", "Bearer s3cret-token")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body
+            .contains("wattmesh_meter_source_events_total{source=\"p1\",counter=\"crc_errors\"} 1"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("wattmesh_meter_fault 0"), "{}", r.body);
+    node.handle.stop().await;
+    bridge.abort();
+}

@@ -50,6 +50,9 @@ pub enum Kind {
     Payment = 13,
     /// The seal over a node's signed export of its trades.
     ExportSeal = 14,
+    /// A commitment to a meter attestation kept private (privacy mode), signed by the metered
+    /// node.
+    AttestationCommitment = 15,
 }
 
 impl Kind {
@@ -70,6 +73,7 @@ impl Kind {
             12 => Kind::DisputeNote,
             13 => Kind::Payment,
             14 => Kind::ExportSeal,
+            15 => Kind::AttestationCommitment,
             _ => return None,
         })
     }

@@ -37,7 +37,7 @@ pub mod trade;
 pub mod units;
 pub mod validate;
 
-pub use attestation::{MeterAttestation, MeterStatus};
+pub use attestation::{AttestationCommitment, MeterAttestation, MeterStatus};
 pub use charter::Charter;
 pub use envelope::{Envelope, Kind, PROTOCOL_VERSION};
 pub use ids::{Hash32, NeighbourhoodId, NodeId};

@@ -1,7 +1,7 @@
 //! Deterministic sample keys and messages, for tests, benchmarks, fuzzing and the published
 //! test vectors. Nothing here is used by a running node.
 
-use crate::attestation::{MeterAttestation, MeterStatus};
+use crate::attestation::{AttestationCommitment, EXT_PRIVATE, MeterAttestation, MeterStatus};
 use crate::charter::{Charter, CharterChain, SignedCharter};
 use crate::envelope::Envelope;
 use crate::ids::{Hash32, NeighbourhoodId};
@@ -149,6 +149,45 @@ pub fn seller_attestation() -> MeterAttestation {
 /// The attestation, signed.
 pub fn attestation_envelope() -> Envelope {
     Envelope::seal(&seller_attestation(), charter().hash, &seller_key())
+}
+
+/// The seller's next attestation, for the slot after [`SLOT_MS`], made in privacy mode: marked
+/// private ([`EXT_PRIVATE`] with 16 blinding bytes), chained to [`seller_attestation`]. It
+/// exported 600 Wh and traded nothing.
+pub fn seller_private_attestation() -> MeterAttestation {
+    let first = seller_attestation();
+    let slot_ms = SLOT_MS + 900_000;
+    MeterAttestation {
+        node: seller_key().node_id(),
+        seq: 1,
+        prev: crate::attestation::chain_hash(&crate::codec::encode(&first)),
+        slot_ms,
+        import_register_wh: first.import_register_wh + 20,
+        export_register_wh: first.export_register_wh + 600,
+        import_wh: 20,
+        export_wh: 600,
+        coverage_permille: 1000,
+        status: MeterStatus::Simulated,
+        sold: merkle::empty_root(),
+        bought: merkle::empty_root(),
+        created_ms: slot_ms + 900_000 + 4_000,
+        ext: vec![crate::ext::Extension {
+            tag: EXT_PRIVATE,
+            data: vec![0x5a; 16],
+        }],
+    }
+}
+
+/// [`seller_private_attestation`], signed.
+pub fn private_attestation_envelope() -> Envelope {
+    Envelope::seal(&seller_private_attestation(), charter().hash, &seller_key())
+}
+
+/// The commitment the seller publishes for [`seller_private_attestation`], signed.
+pub fn commitment_envelope() -> Envelope {
+    let env = private_attestation_envelope();
+    let c = AttestationCommitment::of(&seller_private_attestation(), &env.payload);
+    Envelope::seal(&c, charter().hash, &seller_key())
 }
 
 /// The settlement of [`trade`] against [`seller_attestation`] (no buyer attestation), signed

@@ -26,7 +26,11 @@ pub enum SyncRequest {
         /// How many to skip.
         skip: u32,
     },
-    /// `node`'s attestations from sequence number `from_seq` on.
+    /// `node`'s chain from sequence number `from_seq` on: for each sequence number, in order,
+    /// the commitment if there is one, then the attestation if the responder may share it. A
+    /// private attestation (privacy mode) goes only to its own node and, from that node, to
+    /// its counterparties in the attestation's slot; everyone else gets the commitment alone.
+    /// A page never splits one sequence number's items.
     Attestations {
         /// Whose.
         node: NodeId,

@@ -268,6 +268,17 @@ pub enum TradeRequest {
     Decline(crate::ids::Hash32),
     /// A [`crate::ledger::DisputeNote`] about a trade the two share.
     Note(Envelope),
+    /// Privacy mode: a node's private [`crate::MeterAttestation`] for a slot, sent to a trade
+    /// counterparty in that slot, with the [`crate::attestation::AttestationCommitment`] the
+    /// node published for it. The recipient checks both and that the commitment opens to the
+    /// attestation, stores them, and answers [`TradeResponse::Stored`]; it never passes the
+    /// attestation on to anyone but its node.
+    Attestation {
+        /// The private attestation's envelope.
+        attestation: Envelope,
+        /// The commitment's envelope.
+        commitment: Envelope,
+    },
 }
 
 /// A response on `/wattmesh/trade/1`.

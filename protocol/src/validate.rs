@@ -7,7 +7,7 @@
 //! layer rejects and penalises those, and merely ignores the rest, since an honest relay with a
 //! slightly different clock or view could have forwarded them.
 
-use crate::attestation::MeterAttestation;
+use crate::attestation::{AttestationCommitment, MeterAttestation};
 use crate::charter::{Charter, CharterChain, SignedCharter};
 use crate::envelope::{Envelope, EnvelopeError, Kind};
 use crate::ext::{self, ExtError};
@@ -86,6 +86,11 @@ pub enum Invalid {
     /// The author is not a member of the neighbourhood (as far as this node's roster knows).
     #[error("author is not a member")]
     NotMember,
+    /// A private attestation (privacy mode) arrived by gossip: its node sent it only to its
+    /// counterparties, so someone passed it on. Not relayed; not the forwarder's provable fault
+    /// as far as the receiver can tell, so not punished either.
+    #[error("a private attestation on gossip")]
+    Private,
 }
 
 impl Invalid {
@@ -105,7 +110,8 @@ impl Invalid {
             | Invalid::Replay
             | Invalid::Stale
             | Invalid::TooManyOpenOffers
-            | Invalid::NotMember => false,
+            | Invalid::NotMember
+            | Invalid::Private => false,
             Invalid::Envelope(_)
             | Invalid::KindNotAllowed(_)
             | Invalid::WrongSigner
@@ -160,6 +166,8 @@ pub enum Msg {
     Trade(Trade),
     /// A meter attestation.
     Attestation(MeterAttestation),
+    /// A commitment to a private meter attestation.
+    Commitment(AttestationCommitment),
     /// A settlement.
     Settlement(Settlement),
     /// A standing agreement (one signature if accepted as partial).
@@ -306,18 +314,57 @@ pub fn check_attestation(
     if a.created_ms < slot::slot_end(c, a.slot_ms) {
         return Err(Invalid::Field("created_ms"));
     }
+    if !a.private_ext_well_formed() {
+        return Err(Invalid::Field("ext"));
+    }
     check_ext(&a.ext)
 }
 
 /// Fresh checks of an attestation at `now`: not from the future, not after its deadline.
 pub fn check_attestation_fresh(c: &Charter, a: &MeterAttestation, now: u64) -> Result<(), Invalid> {
-    if a.created_ms > now.saturating_add(c.max_clock_skew_ms as u64) {
+    check_chain_fresh(c, a.created_ms, a.slot_ms, now)
+}
+
+fn check_chain_fresh(c: &Charter, created_ms: u64, slot_ms: u64, now: u64) -> Result<(), Invalid> {
+    if created_ms > now.saturating_add(c.max_clock_skew_ms as u64) {
         return Err(Invalid::TooFarInFuture);
     }
-    if now > slot::attestation_deadline(c, a.slot_ms) {
+    if now > slot::attestation_deadline(c, slot_ms) {
         return Err(Invalid::Late);
     }
     Ok(())
+}
+
+/// Archival checks of an attestation commitment (its chain is checked separately, against the
+/// node's neighbouring attestations or commitments, by [`crate::attestation::check_link`]).
+pub fn check_commitment(
+    c: &Charter,
+    m: &AttestationCommitment,
+    signer: &NodeId,
+) -> Result<(), Invalid> {
+    if &m.node != signer {
+        return Err(Invalid::WrongSigner);
+    }
+    check_slot(c, m.slot_ms)?;
+    if !m.self_consistent() {
+        return Err(Invalid::Field("prev"));
+    }
+    if m.attestation == Hash32::ZERO {
+        return Err(Invalid::Field("attestation"));
+    }
+    if m.created_ms < slot::slot_end(c, m.slot_ms) {
+        return Err(Invalid::Field("created_ms"));
+    }
+    check_ext(&m.ext)
+}
+
+/// Fresh checks of a commitment at `now`: those of the attestation it stands for.
+pub fn check_commitment_fresh(
+    c: &Charter,
+    m: &AttestationCommitment,
+    now: u64,
+) -> Result<(), Invalid> {
+    check_chain_fresh(c, m.created_ms, m.slot_ms, now)
 }
 
 /// Archival checks of a settlement: `complete` requires the seller's and then the buyer's
@@ -459,6 +506,12 @@ fn decode_and_check(
             check_attestation(c, &a, &signer)?;
             Msg::Attestation(a)
         }
+        Kind::AttestationCommitment => {
+            single(env)?;
+            let m: AttestationCommitment = env.payload_as()?;
+            check_commitment(c, &m, &signer)?;
+            Msg::Commitment(m)
+        }
         Kind::Settlement => {
             let s: Settlement = env.payload_as()?;
             check_settlement(c, env, &s, !partial)?;
@@ -531,7 +584,8 @@ impl Validator {
         self.offers.len()
     }
 
-    /// Validates a gossiped message (offers and attestations travel by gossip) at `now`.
+    /// Validates a gossiped message (offers, attestations and attestation commitments travel
+    /// by gossip) at `now`.
     /// The author must be a member in `roster`.
     ///
     /// Fresh messages must be signed under the charter in effect at `now`, or at `now ± skew`
@@ -546,7 +600,10 @@ impl Validator {
     ) -> Result<Accepted, Invalid> {
         let env = Envelope::from_bytes(bytes)?;
         let kind = env.known_kind()?;
-        if !matches!(kind, Kind::Offer | Kind::MeterAttestation) {
+        if !matches!(
+            kind,
+            Kind::Offer | Kind::MeterAttestation | Kind::AttestationCommitment
+        ) {
             return Err(Invalid::KindNotAllowed(kind));
         }
         let current = chain.at(now);
@@ -572,9 +629,16 @@ impl Validator {
             }
             Msg::Attestation(a) => {
                 check_attestation_fresh(charter, a, now)?;
-                if self.attestations.get(&a.node).is_some_and(|&s| a.seq <= s) {
-                    return Err(Invalid::Replay);
+                if a.is_private() {
+                    return Err(Invalid::Private);
                 }
+                self.check_chain_replay(&a.node, a.seq)?;
+            }
+            // One sequence number space per node: a node publishes either the attestation or
+            // the commitment to it, never both.
+            Msg::Commitment(m) => {
+                check_commitment_fresh(charter, m, now)?;
+                self.check_chain_replay(&m.node, m.seq)?;
             }
             _ => return Err(Invalid::KindNotAllowed(kind)),
         }
@@ -587,9 +651,17 @@ impl Validator {
         match &msg {
             Msg::Offer(o) => self.record_offer(o, now),
             Msg::Attestation(a) => self.record_attestation(a),
+            Msg::Commitment(m) => self.record_chain(m.node, m.seq),
             _ => {}
         }
         Ok(Accepted { envelope: env, msg })
+    }
+
+    fn check_chain_replay(&self, node: &NodeId, seq: u64) -> Result<(), Invalid> {
+        if self.attestations.get(node).is_some_and(|&s| seq <= s) {
+            return Err(Invalid::Replay);
+        }
+        Ok(())
     }
 
     fn check_offer_state(&self, c: &Charter, o: &Offer) -> Result<(), Invalid> {
@@ -652,13 +724,18 @@ impl Validator {
 
     /// Records an attestation's sequence number as seen.
     pub fn record_attestation(&mut self, a: &MeterAttestation) {
-        if self.attestations.len() >= MAX_TRACKED_NODES && !self.attestations.contains_key(&a.node)
-        {
+        self.record_chain(a.node, a.seq);
+    }
+
+    /// Records a sequence number of `node`'s chain (an attestation's or a commitment's) as
+    /// seen.
+    pub fn record_chain(&mut self, node: NodeId, seq: u64) {
+        if self.attestations.len() >= MAX_TRACKED_NODES && !self.attestations.contains_key(&node) {
             // Membership bounds the real number of nodes far below this; refuse to grow.
             return;
         }
-        let e = self.attestations.entry(a.node).or_insert(a.seq);
-        *e = (*e).max(a.seq);
+        let e = self.attestations.entry(node).or_insert(seq);
+        *e = (*e).max(seq);
     }
 
     fn forget(&mut self, expires_ms: u64, id: OfferId) {

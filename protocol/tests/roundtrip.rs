@@ -168,11 +168,13 @@ proptest! {
     /// unchanged from a validly signed message (a flip can only survive in a signature-free
     /// position if there is none, so acceptance implies canonical re-encoding).
     #[test]
-    fn mutated_messages_never_panic(which in 0usize..4, flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)) {
+    fn mutated_messages_never_panic(which in 0usize..6, flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)) {
         let env = match which {
             0 => sample::offer_envelope(),
             1 => sample::trade_envelope(),
             2 => sample::attestation_envelope(),
+            3 => sample::private_attestation_envelope(),
+            4 => sample::commitment_envelope(),
             _ => sample::settlement_envelope(),
         };
         let mut bytes = env.to_bytes();

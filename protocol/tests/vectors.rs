@@ -12,7 +12,8 @@ use wattmesh_protocol::sample;
 use wattmesh_protocol::sign::{self, NodeKey, SignatureBytes, SignatureError};
 use wattmesh_protocol::trade::{TradeRequest, TradeResponse};
 use wattmesh_protocol::{
-    Charter, MeterAttestation, Offer, Settlement, Trade, TradeProposal, codec,
+    AttestationCommitment, Charter, MeterAttestation, Offer, Settlement, Trade, TradeProposal,
+    codec,
 };
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/vectors.json");
@@ -157,6 +158,8 @@ fn build() -> String {
     let trade = sample::trade_envelope();
     let att = sample::attestation_envelope();
     let settlement = sample::settlement_envelope();
+    let private = sample::private_attestation_envelope();
+    let commitment = sample::commitment_envelope();
     let request = TradeRequest::Propose(proposal_env.clone());
     // Handshake step 2: the trade signed by the maker alone.
     let maker_signed = Envelope::seal(&sample::trade(), charter.hash, &sample::seller_key());
@@ -203,6 +206,8 @@ fn build() -> String {
             message("trade", &trade, fields(&trade.payload_as::<Trade>().expect("trade"))),
             message("meter_attestation", &att, fields(&att.payload_as::<MeterAttestation>().expect("att"))),
             message("settlement", &settlement, fields(&settlement.payload_as::<Settlement>().expect("settlement"))),
+            message("meter_attestation_private", &private, fields(&private.payload_as::<MeterAttestation>().expect("att"))),
+            message("attestation_commitment", &commitment, fields(&commitment.payload_as::<AttestationCommitment>().expect("commitment"))),
         ],
         "handshake": [
             {"name": "trade_request_propose", "bytes": hex::encode(codec::encode(&request))},

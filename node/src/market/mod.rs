@@ -562,6 +562,11 @@ impl Market {
                     TradeRequest::Cosigned(env) => self.on_cosigned(now, from, env, &mut out),
                     TradeRequest::Decline(hash) => self.on_decline(from, hash, &mut out),
                     TradeRequest::Note(env) => self.on_note(from, env, &mut out),
+                    // Private attestations (privacy mode) are the node's to check and store
+                    // (`node/attest.rs`); the driver never hands them to the market.
+                    TradeRequest::Attestation { .. } => {
+                        TradeResponse::Reject(wattmesh_protocol::trade::RejectReason::Invalid)
+                    }
                 };
                 out.push(Output::Reply { reply, resp });
             }
@@ -1354,6 +1359,22 @@ impl Market {
                 Side::Buy => t.trade.buyer() == self.me,
             })
             .map(|t| (t.trade.id(), t.trade.energy_wh))
+            .collect()
+    }
+
+    /// The nodes we have agreed trades with in a slot: those a node in privacy mode sends its
+    /// attestation for the slot to, and serves it to.
+    pub fn counterparties_in(&self, slot_ms: u64) -> std::collections::BTreeSet<NodeId> {
+        self.trades
+            .values()
+            .filter(|t| t.state == TradeState::Agreed && t.trade.slot_ms == slot_ms)
+            .map(|t| {
+                if t.trade.seller() == self.me {
+                    t.trade.buyer()
+                } else {
+                    t.trade.seller()
+                }
+            })
             .collect()
     }
 

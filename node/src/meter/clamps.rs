@@ -57,6 +57,8 @@ struct Shared {
     meter: CtMeter,
     adc_errors: u64,
     last_error: Option<String>,
+    /// Whether the last ADC read failed (cleared by the next good sample).
+    failing: bool,
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -158,6 +160,7 @@ impl CtSource {
             meter,
             adc_errors: 0,
             last_error: None,
+            failing: false,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let worker = spawn(Box::new(sampler), Arc::clone(&shared), Arc::clone(&stop))
@@ -225,7 +228,9 @@ fn spawn(
             while !stop.load(Ordering::Relaxed) {
                 match reader.next_sample() {
                     Ok(s) => {
-                        lock(&shared).meter.push(s.input, s.t_us, s.raw);
+                        let mut sh = lock(&shared);
+                        sh.meter.push(s.input, s.t_us, s.raw);
+                        sh.failing = false;
                         failing = false;
                     }
                     Err(e) => {
@@ -240,6 +245,7 @@ fn spawn(
                             let mut s = lock(&shared);
                             s.adc_errors = s.adc_errors.saturating_add(1);
                             s.last_error = Some(e.to_string());
+                            s.failing = true;
                         }
                         std::thread::sleep(Duration::from_millis(100));
                     }
@@ -251,6 +257,27 @@ fn spawn(
 impl MeterSource for CtSource {
     fn info(&self) -> &SourceInfo {
         &self.info
+    }
+
+    fn health(&self) -> Option<super::SourceHealth> {
+        let s = lock(&self.shared);
+        let (cycles, discarded) = s.meter.cycle_counts();
+        let error = match (&s.last_error, s.failing, self.worker.as_ref()) {
+            (_, _, w) if w.is_none_or(|w| w.is_finished()) => {
+                Some("the current-clamp sampling thread has stopped".to_string())
+            }
+            (Some(e), true, _) => Some(format!("reading the ADC fails: {e}")),
+            _ => None,
+        };
+        Some(super::SourceHealth::new(
+            "ct",
+            error,
+            &[
+                ("cycles", cycles),
+                ("cycles_discarded", discarded),
+                ("adc_errors", s.adc_errors),
+            ],
+        ))
     }
 
     fn poll(&mut self, now_ms: u64) -> Result<Sample, MeterError> {

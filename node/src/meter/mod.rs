@@ -45,6 +45,7 @@ pub mod registers;
 pub mod sim;
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use wattmesh_protocol::EnergyWh;
 
 /// What a channel measures.
@@ -249,6 +250,31 @@ impl Sample {
     }
 }
 
+/// A hardware source's read counters and what is wrong now, for `wattmesh status`, the web UI
+/// and `/metrics`. The counters run from the source's start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceHealth {
+    /// Which source: `p1`, `modbus` or `ct`.
+    pub source: String,
+    /// What is wrong now, in words for the owner; none while the meter reads normally.
+    pub error: Option<String>,
+    /// Counters by name: reads that worked (`telegrams`, `reads_ok`, `cycles`) and the read
+    /// errors by kind (`crc_errors`, `malformed`, `wrong_meter`, `backwards`,
+    /// `connection_errors`, `reads_failed`, `adc_errors`, `cycles_discarded`).
+    pub counters: BTreeMap<String, u64>,
+}
+
+impl SourceHealth {
+    /// A health report of `source` with these counters.
+    pub fn new(source: &str, error: Option<String>, counters: &[(&str, u64)]) -> SourceHealth {
+        SourceHealth {
+            source: source.into(),
+            error,
+            counters: counters.iter().map(|(k, v)| ((*k).into(), *v)).collect(),
+        }
+    }
+}
+
 /// What goes wrong with a meter source.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MeterError {
@@ -291,6 +317,12 @@ pub trait MeterSource {
     fn persist(&mut self, now_ms: u64, force: bool) -> Result<(), MeterError> {
         let _ = (now_ms, force);
         Ok(())
+    }
+
+    /// The source's read counters and current fault, for a hardware source (the simulation
+    /// has none, which the default says).
+    fn health(&self) -> Option<SourceHealth> {
+        None
     }
 }
 

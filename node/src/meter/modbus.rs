@@ -368,6 +368,15 @@ impl MeterSource for ModbusMeter {
     }
 
     /// The latest values the worker read; never waits for the bus.
+    fn health(&self) -> Option<super::SourceHealth> {
+        let h = ModbusMeter::health(self);
+        Some(super::SourceHealth::new(
+            "modbus",
+            h.error,
+            &[("reads_ok", h.reads_ok), ("reads_failed", h.reads_failed)],
+        ))
+    }
+
     fn poll(&mut self, now_ms: u64) -> Result<Sample, MeterError> {
         if self.worker.as_ref().is_none_or(|w| w.is_finished()) {
             return Err(MeterError::Hardware("the Modbus thread has stopped".into()));

@@ -366,6 +366,22 @@ impl MeterSource for P1Meter {
         &self.info
     }
 
+    fn health(&self) -> Option<super::SourceHealth> {
+        let h = P1Meter::health(self);
+        Some(super::SourceHealth::new(
+            "p1",
+            h.error,
+            &[
+                ("telegrams", h.telegrams),
+                ("crc_errors", h.crc_errors),
+                ("malformed", h.malformed),
+                ("wrong_meter", h.wrong_meter),
+                ("backwards", h.backwards),
+                ("connection_errors", h.connection_errors),
+            ],
+        ))
+    }
+
     fn poll(&mut self, now_ms: u64) -> Result<Sample, MeterError> {
         if self.worker.as_ref().is_none_or(|w| w.is_finished()) {
             return Err(MeterError::Hardware("the P1 thread has stopped".into()));

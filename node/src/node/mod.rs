@@ -90,8 +90,15 @@ pub struct Counters {
     pub work_dropped: u64,
     /// Attestations this node signed.
     pub attestations_signed: u64,
-    /// Peers' attestations that did not follow their previous one.
+    /// Peers' attestations or commitments that did not follow their previous one, or
+    /// attestations that did not match their commitment.
     pub attestation_chain_breaks: u64,
+    /// Peers' attestation commitments accepted (privacy mode), by gossip or sync.
+    pub commitments_received: u64,
+    /// Our private attestations delivered to trade counterparties (privacy mode).
+    pub attestations_sent_privately: u64,
+    /// Private attestations that counterparties sent us (privacy mode).
+    pub attestations_received_privately: u64,
 }
 
 /// The meter as the status shows it.
@@ -111,6 +118,12 @@ pub struct MeterStatus {
     pub import_wh: u64,
     /// Grid export register, Wh.
     pub export_wh: u64,
+    /// Whether attestations are kept private (`[meter] privacy`): sent only to trade
+    /// counterparties, with a commitment for everyone else.
+    pub privacy: bool,
+    /// A hardware source's read counters (P1 telegrams and CRC errors, Modbus reads, ADC
+    /// errors and discarded cycles) and what is wrong now; none for the simulated meter.
+    pub health: Option<crate::meter::SourceHealth>,
 }
 
 /// What the testnet (or an operator) observes of a node: timed events and the automatic
@@ -180,6 +193,7 @@ enum Request {
     OfferBytes(u64, Reply<Option<Vec<u8>>>),
     Readings(u64, u64, Reply<Vec<crate::metering::Minute>>),
     Attestations(NodeId, Reply<Vec<wattmesh_protocol::MeterAttestation>>),
+    Commitments(NodeId, Reply<Vec<wattmesh_protocol::AttestationCommitment>>),
     Take(NodeId, u64, u64, Reply<Result<TradeView, String>>),
     Trades(Reply<Vec<TradeView>>),
     Observations(u64, Reply<Observations>),
@@ -347,6 +361,15 @@ impl NodeHandle {
         node: NodeId,
     ) -> Result<Vec<wattmesh_protocol::MeterAttestation>, Stopped> {
         self.ask(|r| Request::Attestations(node, r)).await
+    }
+
+    /// The attestation commitments (privacy mode) this node holds for `node`, in sequence
+    /// order.
+    pub async fn commitments(
+        &self,
+        node: NodeId,
+    ) -> Result<Vec<wattmesh_protocol::AttestationCommitment>, Stopped> {
+        self.ask(|r| Request::Commitments(node, r)).await
     }
 
     /// Statements, balances, reputation, standing agreements, payments and disputes.
@@ -652,9 +675,12 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         mdns: None,
         meter: MeterStatus {
             enabled: meter_enabled,
+            privacy: cfg.meter.privacy,
             ..MeterStatus::default()
         },
+        privacy: cfg.meter.privacy,
         chain_breaks: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        private_sent: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
         meter_kinds,
         retention_ms: u64::from(cfg.meter.retention_days) * 86_400_000,
     };
@@ -720,7 +746,11 @@ struct Core {
     mdns_config: crate::config::MdnsConfig,
     mdns: Option<crate::discovery::Mdns>,
     meter: MeterStatus,
+    /// `[meter] privacy`: our attestations go only to counterparties, commitments to all.
+    privacy: bool,
     chain_breaks: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Private attestations delivered to counterparties (by the tasks that send them).
+    private_sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
     meter_kinds: Vec<crate::meter::ChannelKind>,
     retention_ms: u64,
 }
@@ -848,12 +878,19 @@ impl Core {
                     }
                     // Ours too: a node that lost its database gets its chain back by sync.
                     Msg::Attestation(a) => {
-                        self.keep_attestation(a.clone(), bytes.clone());
+                        self.keep_chain(Some((a.clone(), bytes.clone())), None);
                         self.feed(crate::market::Input::Attestation(a, bytes)).await;
+                    }
+                    Msg::Commitment(c) => {
+                        if c.node != self.key.node_id() {
+                            self.counters.commitments_received += 1;
+                        }
+                        self.keep_chain(None, Some((c, bytes)));
                     }
                     _ => {}
                 }
             }
+            Outcome::Private { reply, checked } => self.on_private(reply, checked).await,
             Outcome::Roster {
                 bytes,
                 transitions,
@@ -954,7 +991,16 @@ impl Core {
                 let from = net::node_id_of(&peer);
                 let proposal =
                     matches!(request, wattmesh_protocol::trade::TradeRequest::Propose(_));
+                let private = matches!(
+                    request,
+                    wattmesh_protocol::trade::TradeRequest::Attestation { .. }
+                );
                 match from {
+                    // A counterparty's private attestation (privacy mode): checked on the
+                    // worker, stored, then answered (`attest.rs`).
+                    Some(from) if private => {
+                        self.private_request(from, peer, request, channel).await;
+                    }
                     // New trades only with members; trades already agreed settle whatever
                     // became of the counterparty since.
                     Some(from) if proposal && !self.is_member(&from) => {
@@ -1181,19 +1227,7 @@ impl Core {
                 more: false,
             },
             SyncRequest::Attestations { node, from_seq } => {
-                let store = self.store.clone();
-                match tokio::task::spawn_blocking(move || {
-                    store.attestations(&node, from_seq, MAX_SYNC_ITEMS + 1)
-                })
-                .await
-                {
-                    Ok(Ok(mut items)) => {
-                        let more = items.len() > MAX_SYNC_ITEMS;
-                        items.truncate(MAX_SYNC_ITEMS);
-                        SyncResponse::Envelopes { items, more }
-                    }
-                    _ => SyncResponse::Refused,
-                }
+                self.chain_page(peer, node, from_seq).await
             }
             SyncRequest::Shared { from_slot_ms, skip } => {
                 self.shared_trades(peer, from_slot_ms, skip).await
@@ -1242,6 +1276,9 @@ impl Core {
                     counters: Counters {
                         attestation_chain_breaks: self
                             .chain_breaks
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                        attestations_sent_privately: self
+                            .private_sent
                             .load(std::sync::atomic::Ordering::Relaxed),
                         ..self.counters.clone()
                     },
@@ -1402,6 +1439,19 @@ impl Core {
                         .collect();
                 let _ = reply.send(list);
             }
+            Request::Commitments(node, reply) => {
+                let store = self.store.clone();
+                let list =
+                    tokio::task::spawn_blocking(move || store.commitments(&node, 0, usize::MAX))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|b| Envelope::from_bytes(&b).ok()?.payload_as().ok())
+                        .collect();
+                let _ = reply.send(list);
+            }
             Request::Trader(reply) => {
                 use crate::market::trader::Action;
                 let log = self
@@ -1479,6 +1529,8 @@ impl Core {
                 // reading of each kind is the one shown.
                 let mut m = MeterStatus {
                     enabled: true,
+                    privacy: self.privacy,
+                    health: self.meter.health.take(),
                     at_ms: sample.at_ms,
                     ..MeterStatus::default()
                 };
@@ -1516,6 +1568,7 @@ impl Core {
                 });
             }
             crate::metering::MeterEvent::Slot(t) => self.attest(t).await,
+            crate::metering::MeterEvent::Health(h) => self.meter.health = Some(h),
         }
     }
 

@@ -722,6 +722,13 @@ async fn export_settlements(
     ))
 }
 
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// Prometheus metrics, for a bearer token rather than a browser session.
 pub(super) async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
     let token = &app.cfg.metrics_token;
@@ -824,6 +831,50 @@ pub(super) async fn metrics(State(app): State<App>, headers: HeaderMap) -> Respo
         "Gossip messages ignored.",
         c.gossip_ignored.to_string(),
     );
+    metric(
+        "wattmesh_attestation_chain_breaks_total",
+        "counter",
+        "Peers' attestations or commitments that broke their chain.",
+        c.attestation_chain_breaks.to_string(),
+    );
+    metric(
+        "wattmesh_attestations_sent_privately_total",
+        "counter",
+        "Private attestations delivered to trade counterparties (privacy mode).",
+        c.attestations_sent_privately.to_string(),
+    );
+    metric(
+        "wattmesh_commitments_received_total",
+        "counter",
+        "Peers' attestation commitments accepted (privacy mode).",
+        c.commitments_received.to_string(),
+    );
+    if let Some(h) = &s.meter.health {
+        metric(
+            "wattmesh_meter_fault",
+            "gauge",
+            "1 while the meter source reports a fault, else 0.",
+            u8::from(h.error.is_some()).to_string(),
+        );
+        // One labelled series per counter: reads that worked and read errors by kind.
+        let name = "wattmesh_meter_source_events_total";
+        out.push_str(&format!(
+            "# HELP {name} Meter source counters since start: reads and read errors by kind.\n\
+             # TYPE {name} counter\n"
+        ));
+        for (counter, v) in &h.counters {
+            out.push_str(&format!(
+                "{name}{{source=\"{}\",counter=\"{}\"}} {v}\n",
+                label(&h.source),
+                label(counter)
+            ));
+        }
+    }
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
     metric(
         "wattmesh_uptime_seconds",
         "gauge",

@@ -651,6 +651,27 @@ def main(argv: list[str]) -> int:
     else:
         fail("[settlement]", "trade, meter_attestation or settlement vector missing")
 
+    # ---- sections 6.5 and 6.16: a private attestation and the commitment that stands for it
+    priv, com = by_name.get("meter_attestation_private"), by_name.get("attestation_commitment")
+    if priv and com and att:
+        msg = {x["name"]: x for x in vec["messages"]}
+        first_chain = H("wattmesh/attestation/v1", bytes.fromhex(msg["meter_attestation"]["payload"]))
+        priv_chain = H("wattmesh/attestation/v1", bytes.fromhex(msg["meter_attestation_private"]["payload"]))
+        tags = [e["tag"] for e in priv["ext"]]
+        check("[privacy] the private attestation carries extension tag 1 (section 6.5)", 1 in tags, True, "§6.5")
+        body = next((bytes(e["data"]) for e in priv["ext"] if e["tag"] == 1), b"")
+        check("[privacy] its body is 16 to 32 bytes (section 6.5)", 16 <= len(body) <= 32, True, "§6.5")
+        check("[privacy] it follows the first attestation: seq + 1", priv["seq"], att["seq"] + 1, "§6.5")
+        check("[privacy] prev = chain hash of the first attestation", bytes(priv["prev"]), first_chain, "§6.5")
+        check("[privacy] commitment.attestation = H(\"wattmesh/attestation/v1\", private payload)",
+              bytes(com["attestation"]), priv_chain, "§6.16")
+        for f in ("node", "seq", "slot_ms", "created_ms"):
+            check(f"[privacy] commitment.{f} = the attestation's (section 6.16)", com[f], priv[f], "§6.16")
+        check("[privacy] commitment.prev = the attestation's prev, so the chain checks through it",
+              bytes(com["prev"]), bytes(priv["prev"]), "§6.16")
+    else:
+        fail("[privacy]", "meter_attestation_private or attestation_commitment vector missing")
+
     # ---- section 5: signature rule vectors
     for case in vec.get("signature_rule", []):
         name = case["name"]

@@ -1,7 +1,7 @@
 // Meter: live readings and registers, the last hour minute by minute.
 import { useMemo } from 'preact/hooks';
 import { useApi, useLive, nodeNow } from '../api.js';
-import { Chart, Empty, ErrorNote, Loading, PageHeader, Section, Stat } from '../components.jsx';
+import { Chart, Empty, ErrorNote, Loading, Notice, PageHeader, Section, Stat } from '../components.jsx';
 import { LivePower } from './dashboard.jsx';
 import { powerChart } from '../charts.js';
 import { hasBattery, powerData } from '../logic.js';
@@ -42,7 +42,23 @@ export function MeterPage({ ctx }) {
               <Stat label="Grid power" value={last ? formatPower(last.grid_w) : '…'} sub="positive: importing" />
             </div>
             <p class="muted small">Last reading {last ? formatClock(last.at_ms) : '–'}.</p>
+            {m?.privacy && (
+              <p class="muted small" data-testid="privacy-mode">
+                Privacy mode: each slot's attestation goes only to the neighbours you traded with; the others get a commitment to it.
+              </p>
+            )}
           </Section>
+          {m?.health && (
+            <Section title="Meter reads" id="meter-health">
+              {m.health.error && <Notice kind="error">{m.health.error}</Notice>}
+              <div class="stats">
+                {Object.entries(m.health.counters).map(([k, v]) => (
+                  <Stat key={k} label={k.replace(/_/g, ' ')} value={String(v)} testid={`health-${k}`} />
+                ))}
+              </div>
+              <p class="muted small">Counted since the node started ({m.health.source} meter).</p>
+            </Section>
+          )}
           <Section title="Last hour" id="meter-hour">
             <ErrorNote error={readings.error} />
             {!readings.data ? (
