@@ -94,7 +94,8 @@ pub fn load(path: &Path) -> Result<NodeKey, IdentityError> {
     })
 }
 
-fn parse(text: &str) -> Result<NodeKey, &'static str> {
+/// Parses the text of a key file (or of a plain backup).
+pub fn parse(text: &str) -> Result<NodeKey, &'static str> {
     let mut lines = text.lines();
     if lines.next() != Some(HEADER) {
         return Err("missing the wattmesh key header");

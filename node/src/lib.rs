@@ -2,6 +2,7 @@
 //! identity on disk; networking, storage, meters, the market and the web UI land here as their
 //! issues are taken (see docs/ARCHITECTURE.md).
 
+pub mod backup;
 pub mod book;
 pub mod clock;
 pub mod config;

@@ -11,6 +11,7 @@ use wattmesh_node::node::{self, Amendment, InviteArgs, NodeOptions, PostOffer, S
 use wattmesh_node::store::Store;
 use wattmesh_node::{clock, dirs, identity};
 use wattmesh_protocol::roster::Profile;
+use zeroize::Zeroizing;
 
 /// wattmesh: trade rooftop-solar surplus with your neighbours, with no company in the middle.
 #[derive(Debug, Parser)]
@@ -323,6 +324,16 @@ enum KeysAction {
     Backup {
         /// Where to write the backup; must not exist yet.
         out: PathBuf,
+        /// Encrypt the backup with a passphrase read from standard input (one line, at least
+        /// 12 characters; Argon2id and XChaCha20-Poly1305).
+        #[arg(long)]
+        passphrase: bool,
+    },
+    /// Restore the key from a backup (plain or sealed with a passphrase, read from standard
+    /// input) into a data directory that has no key yet.
+    Restore {
+        /// The backup file.
+        from: PathBuf,
     },
     /// Move this node to a new key (the old one leaked), keeping its membership and history.
     /// Run it with the node stopped; neighbours learn of the move when it reconnects.
@@ -1172,8 +1183,51 @@ fn print_trades(trades: &[Value], w: &mut dyn std::io::Write) -> anyhow::Result<
     Ok(())
 }
 
+/// Reads one line (a passphrase) from standard input, without its line end.
+fn read_passphrase() -> anyhow::Result<Zeroizing<String>> {
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the passphrase from standard input")?;
+    Ok(Zeroizing::new(
+        line.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
+}
+
+/// `wattmesh keys restore`: writes the key from a plain or sealed backup where there is none.
+fn restore_key(key_path: &Path, from: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !key_path.exists(),
+        "there is a key at {} already; restore into a new data directory, or move that key \
+         away first",
+        key_path.display()
+    );
+    let text = Zeroizing::new(
+        std::fs::read_to_string(from)
+            .with_context(|| format!("reading the backup {}", from.display()))?,
+    );
+    let key = if text.starts_with("wattmesh key backup") {
+        eprintln!("passphrase (one line on standard input):");
+        wattmesh_node::backup::open(&text, &read_passphrase()?)?
+    } else {
+        identity::parse(&text)
+            .map_err(|why| anyhow::anyhow!("{} is not a key backup: {why}", from.display()))?
+    };
+    identity::write_new(key_path, &identity::render(&key))?;
+    println!(
+        "restored node {} ({}) to {}",
+        key.node_id().short(),
+        key.node_id(),
+        key_path.display()
+    );
+    Ok(())
+}
+
 fn keys(data_dir: &Path, cfg_path: &Path, action: KeysAction) -> anyhow::Result<()> {
     let key_path = dirs::key_path(data_dir);
+    if let KeysAction::Restore { from } = &action {
+        return restore_key(&key_path, from);
+    }
     let (key, created) = identity::load_or_create(&key_path)?;
     match action {
         KeysAction::Show => {
@@ -1208,8 +1262,16 @@ fn keys(data_dir: &Path, cfg_path: &Path, action: KeysAction) -> anyhow::Result<
                 key.node_id().short()
             );
         }
-        KeysAction::Backup { out } => {
-            identity::write_new(&out, &identity::render(&key))
+        // Restored before a key was loaded or created.
+        KeysAction::Restore { .. } => {}
+        KeysAction::Backup { out, passphrase } => {
+            let text = if passphrase {
+                eprintln!("passphrase (one line on standard input, at least 12 characters):");
+                Zeroizing::new(wattmesh_node::backup::seal(&key, &read_passphrase()?)?)
+            } else {
+                identity::render(&key)
+            };
+            identity::write_new(&out, &text)
                 .with_context(|| format!("backing up the key to {}", out.display()))?;
             println!(
                 "wrote a backup of node {} to {}",

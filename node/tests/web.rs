@@ -340,15 +340,73 @@ async fn the_api_needs_a_session_and_refuses_cross_site_requests() {
     assert_eq!(r.status, 200);
     assert!(r.body.contains("wattmesh_peers 0"));
 
+    // The key backup: the owner only, the password asked again, a passphrase long enough; the
+    // file opens with the passphrase to this node's key.
+    let backup = r#"{"password":"correct horse","passphrase":"a long backup phrase"}"#;
+    assert_eq!(
+        http(addr, "POST", "/api/keys/backup", &kid, backup)
+            .await
+            .status,
+        403
+    );
+    let short = r#"{"password":"correct horse","passphrase":"too short"}"#;
+    let r = http(addr, "POST", "/api/keys/backup", &with_csrf, short).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = http(addr, "POST", "/api/keys/backup", &auth, backup).await;
+    assert_eq!(r.status, 403, "no CSRF token: {}", r.body);
+    let r = http(addr, "POST", "/api/keys/backup", &with_csrf, backup).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.header("content-disposition")
+            .unwrap()
+            .contains("attachment")
+    );
+    let key = wattmesh_node::backup::open(&r.body, "a long backup phrase").unwrap();
+    let own = wattmesh_node::identity::load(&node.dir.join("node.key")).unwrap();
+    assert_eq!(key.node_id(), own.node_id());
+    assert!(wattmesh_node::backup::open(&r.body, "another phrase!!").is_err());
+    let wrong_password = r#"{"password":"not the password","passphrase":"a long backup phrase"}"#;
+    assert_eq!(
+        http(addr, "POST", "/api/keys/backup", &with_csrf, wrong_password)
+            .await
+            .status,
+        403
+    );
+
+    // The readings retention: anyone signed in may read it, the owner sets it, within bounds.
+    let r = http(addr, "GET", "/api/settings/retention", &kid, "").await;
+    assert_eq!(r.json()["days"], 400);
+    let thirty = r#"{"days":30}"#;
+    assert_eq!(
+        http(addr, "PUT", "/api/settings/retention", &kid, thirty)
+            .await
+            .status,
+        403
+    );
+    let r = http(
+        addr,
+        "PUT",
+        "/api/settings/retention",
+        &with_csrf,
+        r#"{"days":3}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = http(addr, "PUT", "/api/settings/retention", &with_csrf, thirty).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = http(addr, "GET", "/api/settings/retention", &auth, "").await;
+    assert_eq!(r.json()["days"], 30);
+
     // Logins are rate-limited.
     let wrong = r#"{"username":"owner","password":"not the password"}"#;
     let mut statuses = Vec::new();
     for _ in 0..7 {
         statuses.push(http(addr, "POST", "/api/login", &[], wrong).await.status);
     }
-    // Five failures a minute per address (the wrong setup code above was the first).
-    assert_eq!(&statuses[..4], &[401; 4]);
-    assert_eq!(&statuses[4..], &[429; 3]);
+    // Five failures a minute per address (the wrong setup code and the wrong password for the
+    // key backup above were the first two).
+    assert_eq!(&statuses[..3], &[401; 3]);
+    assert_eq!(&statuses[3..], &[429; 4]);
     let right = r#"{"username":"owner","password":"correct horse"}"#;
     assert_eq!(
         http(addr, "POST", "/api/login", &[], right).await.status,
@@ -429,4 +487,35 @@ async fn meter_read_errors_show_in_the_status_and_the_metrics() {
     assert!(r.body.contains("wattmesh_meter_fault 0"), "{}", r.body);
     node.handle.stop().await;
     bridge.abort();
+}
+
+/// What the owner sets in the web UI (the trader's limits, the readings retention) is stored
+/// and outlives a restart, overriding the config file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_settings_outlive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("a");
+    found(&home);
+    let node = TestNode::start(&home, test_config(vec![])).await;
+    let mut limits = node.handle.trader().await.unwrap().limits;
+    assert_ne!(limits.min_sell_price, 8_250);
+    limits.enabled = true;
+    limits.min_sell_price = 8_250;
+    node.handle.set_trader(limits.clone()).await.unwrap();
+    assert_ne!(node.handle.retention_days().await.unwrap(), 30);
+    node.handle.set_retention_days(30).await.unwrap();
+    node.handle.stop().await;
+    let _ = node.running.task.await;
+    // The web server lets go of the database once its last connection ends.
+    let db = home.join("wattmesh.redb");
+    let freed = eventually(Duration::from_secs(20), || async {
+        wattmesh_node::store::Store::open(&db).ok().map(drop)
+    })
+    .await;
+    assert!(freed.is_some(), "the stopped node let go of its database");
+
+    let node = TestNode::start(&home, test_config(vec![])).await;
+    assert_eq!(node.handle.trader().await.unwrap().limits, limits);
+    assert_eq!(node.handle.retention_days().await.unwrap(), 30);
+    node.handle.stop().await;
 }

@@ -122,7 +122,8 @@ pub struct Kpis {
     /// seller got above the feed-in tariff plus what the buyer paid below the retail tariff.
     pub savings_vs_grid: i64,
     /// Gains from trade realised / those of a central uniform-price clearing of the same limit
-    /// orders (null when neither gained anything... or when only the market did).
+    /// orders: 1 when neither gained anything; null when the central clearing gains nothing
+    /// but the trades do (a home's limits moved within a slot).
     pub market_efficiency: Option<f64>,
     /// Gains from trade realised, thousandths of a cent (Σ (buyer's limit − seller's limit) ×
     /// energy).
@@ -348,8 +349,7 @@ async fn status(dir: &Path) -> Option<serde_json::Value> {
 }
 
 /// Home `i`'s IP address: loopback, or its own namespace's.
-fn host(o: &Options, net: Option<&Namespaces>, i: usize) -> String {
-    let _ = o;
+fn host(net: Option<&Namespaces>, i: usize) -> String {
     match net {
         Some(n) => n.addr(i).to_string(),
         None => "127.0.0.1".into(),
@@ -436,14 +436,14 @@ pub async fn run(
             }
         }
         drop(store);
-        let mut cfg = config_for(i, o, origin_ms, &host(o, net.as_ref(), i));
+        let mut cfg = config_for(i, o, origin_ms, &host(net.as_ref(), i));
         // Each home dials every home before it, so every pair is connected from the start.
         for j in 0..i {
             let k = wattmesh_node::identity::load(&homes_dir(o, j).join("node.key"))?;
             let pid = wattmesh_node::net::keypair(&k).public().to_peer_id();
             cfg.network.bootstrap.push(format!(
                 "/ip4/{}/tcp/{}/p2p/{pid}",
-                host(o, net.as_ref(), j),
+                host(net.as_ref(), j),
                 o.base_port as usize + j
             ));
         }

@@ -412,6 +412,23 @@ async function handle(node, req, res) {
     sess.user.password = b.new;
     return json(res, 200, {});
   }
+  if (p === '/api/settings/retention') {
+    if (m === 'PUT') {
+      const b = await body(req);
+      if (sess.user.role !== 'owner') return fail(res, 403, 'only the owner changes the retention');
+      if (!Number.isInteger(b?.days) || b.days < 7 || b.days > 3650) return fail(res, 400, 'keep readings for 7 to 3650 days');
+      node.retentionDays = b.days;
+    }
+    return json(res, 200, { days: node.retentionDays ?? 400 });
+  }
+  if (p === '/api/keys/backup' && m === 'POST') {
+    const b = await body(req);
+    if (sess.user.role !== 'owner') return fail(res, 403, 'only the owner may back up the node\'s key');
+    if (b?.password !== sess.user.password) return fail(res, 403, 'the password is wrong');
+    if ((b.passphrase ?? '').length < 12) return fail(res, 400, 'the backup passphrase needs 12 to 1024 characters');
+    res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Disposition': 'attachment; filename="wattmesh-key.backup"' });
+    return res.end('wattmesh key backup v1 argon2id m=65536 t=3 p=1\nnode (mock)\nsalt 00\nnonce 00\ndata 00\n');
+  }
   mm = /^\/api\/export\/(readings|trades|settlements)\.csv$/.exec(p);
   if (mm) {
     if (mm[1] === 'readings') return csv(res, [['slot_start_utc', 'import_wh', 'export_wh'], [new Date(now).toISOString(), 120, 0]]);

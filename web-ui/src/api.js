@@ -39,7 +39,7 @@ async function sessionLost() {
  * One API call. `auth: false` for the routes that answer 401 as a normal answer (login).
  * State-changing methods carry the CSRF token from the session.
  */
-export async function api(method, path, body, { auth = true } = {}) {
+export async function api(method, path, body, { auth = true, raw = false } = {}) {
   const headers = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (method !== 'GET' && method !== 'HEAD') headers['X-CSRF-Token'] = state.csrf ?? '';
@@ -71,7 +71,7 @@ export async function api(method, path, body, { auth = true } = {}) {
   if (!res.ok) {
     throw new ApiError(res.status, data?.error || `${res.status} ${res.statusText || 'error'}`);
   }
-  return data;
+  return raw ? text : data;
 }
 
 export const get = (path) => api('GET', path);

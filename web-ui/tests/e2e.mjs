@@ -588,6 +588,27 @@ await check('neighbourhood shows delivery records; the signed export downloads',
   assert.ok(doc && typeof doc === 'object', `the signed export is JSON: ${text.slice(0, 200)}`);
 });
 
+await check('settings: the retention is saved; the key backup downloads sealed with a passphrase', async () => {
+  const { page } = a;
+  await go(page, '#/settings');
+  const ret = page.getByTestId('retention-form');
+  await ret.waitFor();
+  await ret.getByLabel('Keep per-minute readings for (days)').fill('90');
+  await ret.getByRole('button', { name: 'Save' }).click();
+  await page.getByText('Saved: readings are kept for 90 days.').waitFor({ timeout: WAIT });
+  assert.equal((await inPage(page, '/api/settings/retention')).body.days, 90);
+  const kb = page.getByTestId('key-backup-form');
+  await kb.getByLabel('Your password').fill(PASSWORD);
+  await kb.getByLabel('Backup passphrase').fill('a phrase to keep apart');
+  await kb.getByLabel('Passphrase again').fill('a phrase to keep apart');
+  const [dl] = await Promise.all([page.waitForEvent('download'), kb.getByRole('button', { name: 'Download encrypted backup' }).click()]);
+  assert.equal(dl.suggestedFilename(), 'wattmesh-key.backup');
+  const text = await readFile(await dl.path(), 'utf8');
+  assert.match(text, /^wattmesh key backup v1 argon2id m=65536 t=3 p=1\n/);
+  assert.ok(text.includes(`node ${nodeA.node_id}`), 'the backup names the node');
+  assert.match(text, /\ndata [0-9a-f]{96}\n/);
+});
+
 await check('screenshots of every page, phone and desktop', async () => {
   const { page } = a;
   // Something in the order book: a buy offer from B and another sell offer of A's own.

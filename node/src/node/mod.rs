@@ -126,6 +126,11 @@ pub struct MeterStatus {
     pub health: Option<crate::meter::SourceHealth>,
 }
 
+/// Where the trader's limits last set in the web UI are stored (JSON).
+const META_TRADER: &str = "owner.trader_limits";
+/// Where the readings retention last set in the web UI is stored (days, u32 little-endian).
+const META_RETENTION: &str = "owner.retention_days";
+
 /// What the testnet (or an operator) observes of a node: timed events and the automatic
 /// trader's orders.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -198,6 +203,12 @@ enum Request {
     Trades(Reply<Vec<TradeView>>),
     Observations(u64, Reply<Observations>),
     SkewClock(i64, Reply<i64>),
+    Retention(Reply<u32>),
+    SetRetention(u32, Reply<()>),
+    KeyBackup(
+        crate::backup::Passphrase,
+        Reply<Result<String, crate::backup::BackupError>>,
+    ),
     Trader(Reply<TraderView>),
     SetTrader(crate::market::trader::Limits, Reply<()>),
     Charter(Reply<wattmesh_protocol::Charter>),
@@ -341,6 +352,15 @@ impl NodeHandle {
         self.ask(|r| Request::Observations(after, r)).await
     }
 
+    /// The node's key sealed with `passphrase` (see [`crate::backup`]).
+    pub async fn key_backup(
+        &self,
+        passphrase: String,
+    ) -> Result<Result<String, crate::backup::BackupError>, Stopped> {
+        self.ask(|r| Request::KeyBackup(crate::backup::Passphrase::new(passphrase), r))
+            .await
+    }
+
     /// Moves the node's clock by `delta_ms` (the testnet's clock skew); returns the new offset.
     pub async fn skew_clock(&self, delta_ms: i64) -> Result<i64, Stopped> {
         self.ask(|r| Request::SkewClock(delta_ms, r)).await
@@ -397,10 +417,21 @@ impl NodeHandle {
         self.ask(Request::Trader).await
     }
 
-    /// Replaces the automatic trader's limits (until the node restarts; the config file holds
-    /// the defaults).
+    /// Replaces the automatic trader's limits; they are stored, and override the config
+    /// file's `[trader]` from then on.
     pub async fn set_trader(&self, limits: crate::market::trader::Limits) -> Result<(), Stopped> {
         self.ask(|r| Request::SetTrader(limits, r)).await
+    }
+
+    /// How many days of per-minute readings are kept.
+    pub async fn retention_days(&self) -> Result<u32, Stopped> {
+        self.ask(Request::Retention).await
+    }
+
+    /// Sets how many days of per-minute readings are kept (stored; overrides the config
+    /// file's `[meter] retention_days`). Older readings go at the next minute's write.
+    pub async fn set_retention_days(&self, days: u32) -> Result<(), Stopped> {
+        self.ask(|r| Request::SetRetention(days, r)).await
     }
 
     /// The charter in effect now.
@@ -478,6 +509,26 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
     }
     let db_path = cfg.database_path(&data_dir);
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
+    // Settings the owner changed in the web UI outlive restarts and override the config file.
+    let mut cfg = cfg;
+    if let Some(limits) = store
+        .meta(META_TRADER)?
+        .and_then(|v| serde_json::from_slice::<crate::market::trader::Limits>(&v).ok())
+    {
+        info!("automatic trader: the limits last set in the web UI (they override [trader])");
+        cfg.trader = limits;
+    }
+    if let Some(days) = store
+        .meta(META_RETENTION)?
+        .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+        .map(u32::from_le_bytes)
+    {
+        info!(
+            days,
+            "readings retention: as last set in the web UI (overrides [meter])"
+        );
+        cfg.meter.retention_days = days;
+    }
     let n = {
         let (store, dir) = (store.clone(), data_dir.clone());
         tokio::task::spawn_blocking(move || Neighbourhood::load(&dir, &store)).await??
@@ -1405,6 +1456,13 @@ impl Core {
                     clock_offset_ms: self.clock.offset_ms(),
                 });
             }
+            Request::KeyBackup(passphrase, reply) => {
+                // Argon2id takes a while: off the node task.
+                let key = self.key.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = reply.send(crate::backup::seal(&key, passphrase.expose()));
+                });
+            }
             Request::SkewClock(delta, reply) => {
                 self.clock.skew_by(delta);
                 warn!(
@@ -1511,7 +1569,32 @@ impl Core {
                     enabled = limits.enabled,
                     "trader limits changed by the owner"
                 );
+                let store = self.store.clone();
+                if let Ok(bytes) = serde_json::to_vec(&limits) {
+                    let saved =
+                        tokio::task::spawn_blocking(move || store.put_meta(META_TRADER, &bytes))
+                            .await;
+                    if !matches!(saved, Ok(Ok(()))) {
+                        warn!("the trader's limits could not be stored: {saved:?}");
+                    }
+                }
                 self.trader = limits;
+                let _ = reply.send(());
+            }
+            Request::Retention(reply) => {
+                let _ = reply.send((self.retention_ms / 86_400_000) as u32);
+            }
+            Request::SetRetention(days, reply) => {
+                let store = self.store.clone();
+                let saved = tokio::task::spawn_blocking(move || {
+                    store.put_meta(META_RETENTION, &days.to_le_bytes())
+                })
+                .await;
+                if !matches!(saved, Ok(Ok(()))) {
+                    warn!("the retention could not be stored: {saved:?}");
+                }
+                info!(days, "readings retention changed by the owner");
+                self.retention_ms = u64::from(days) * 86_400_000;
                 let _ = reply.send(());
             }
             Request::Charter(reply) => {

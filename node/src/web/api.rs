@@ -45,6 +45,7 @@ pub(super) fn routes() -> Router<App> {
         .route("/api/invites", get(invites).post(invite))
         .route("/api/invites/{id}", delete(revoke))
         .route("/api/trader", get(trader).put(set_trader))
+        .route("/api/settings/retention", get(retention).put(set_retention))
         .route("/api/export/readings.csv", get(export_readings))
         .route("/api/export/trades.csv", get(export_trades))
         .route("/api/export/settlements.csv", get(export_settlements))
@@ -547,6 +548,40 @@ async fn set_trader(
     }
     app.node.set_trader(l).await?;
     Ok(Json(app.node.trader().await?).into_response())
+}
+
+/// The readings retention the owner may choose, days.
+const RETENTION_DAYS: std::ops::RangeInclusive<u32> = 7..=3650;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RetentionBody {
+    /// Days of per-minute readings kept.
+    days: u32,
+}
+
+async fn retention(State(app): State<App>) -> Result<Response, ApiError> {
+    let days = app.node.retention_days().await?;
+    Ok(Json(RetentionBody { days }).into_response())
+}
+
+async fn set_retention(
+    State(app): State<App>,
+    Extension(s): Extension<Session>,
+    b: Result<Json<RetentionBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    if s.role != super::auth::Role::Owner {
+        return Err(ApiError::forbidden("only the owner changes the retention"));
+    }
+    let days = body(b)?.days;
+    if !RETENTION_DAYS.contains(&days) {
+        return Err(ApiError::bad(format!(
+            "keep readings for {} to {} days",
+            RETENTION_DAYS.start(),
+            RETENTION_DAYS.end()
+        )));
+    }
+    app.node.set_retention_days(days).await?;
+    Ok(Json(RetentionBody { days }).into_response())
 }
 
 fn csv_response(name: &str, body: String) -> Response {

@@ -301,6 +301,7 @@ pub(super) fn routes() -> Router<App> {
         .route("/api/users", get(users).post(add_user))
         .route("/api/users/{name}", delete(delete_user))
         .route("/api/password", post(change_password))
+        .route("/api/keys/backup", post(key_backup))
 }
 
 async fn setup_needed(State(app): State<App>) -> Json<serde_json::Value> {
@@ -525,4 +526,64 @@ async fn change_password(
     };
     app.auth.put_user(&s.user, &b.new, role).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+#[derive(Debug, Deserialize)]
+struct BackupBody {
+    /// The owner's password, asked again.
+    password: String,
+    /// What the backup is sealed with.
+    passphrase: String,
+}
+
+/// The node's key sealed with a passphrase, as a file to download (owner only; the password is
+/// asked again, and attempts count toward the login rate limit).
+async fn key_backup(
+    State(app): State<App>,
+    Extension(s): Extension<Session>,
+    ci: Option<Extension<ConnectInfo<SocketAddr>>>,
+    b: Body<BackupBody>,
+) -> Result<Response, ApiError> {
+    let b = body(b)?;
+    if s.role != Role::Owner {
+        return Err(ApiError::forbidden(
+            "only the owner may back up the node's key",
+        ));
+    }
+    if b.passphrase.chars().count() < crate::backup::MIN_PASSPHRASE || b.passphrase.len() > 1024 {
+        return Err(ApiError::bad(format!(
+            "the backup passphrase needs {} to 1024 characters",
+            crate::backup::MIN_PASSPHRASE
+        )));
+    }
+    let ip = peer_ip(&ci);
+    if !app.auth.allow_attempt(ip) {
+        return Err(ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many attempts; wait a minute".into(),
+        ));
+    }
+    if app.auth.verify(&s.user, &b.password).await?.is_none() {
+        app.auth.failed(ip);
+        return Err(ApiError::forbidden("the password is wrong"));
+    }
+    let text = app
+        .node
+        .key_backup(b.passphrase)
+        .await
+        .map_err(|_| ApiError::stopping())?
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    info!(user = %s.user, "key backup downloaded");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"wattmesh-key.backup\"",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        text,
+    )
+        .into_response())
 }
