@@ -215,7 +215,6 @@ function Retention({ owner }) {
       <ErrorNote error={current.error} />
       <p class="muted">
         Per-minute readings stay on this node only. Older ones are deleted; per-slot attestations, trades and statements are kept.
-        A year of readings takes a few tens of megabytes.
       </p>
       {!current.data ? (
         <Loading />
