@@ -501,9 +501,13 @@ async fn owner_settings_outlive_a_restart() {
     assert_ne!(limits.min_sell_price, 8_250);
     limits.enabled = true;
     limits.min_sell_price = 8_250;
-    node.handle.set_trader(limits.clone()).await.unwrap();
+    node.handle
+        .set_trader(limits.clone())
+        .await
+        .unwrap()
+        .unwrap();
     assert_ne!(node.handle.retention_days().await.unwrap(), 30);
-    node.handle.set_retention_days(30).await.unwrap();
+    node.handle.set_retention_days(30).await.unwrap().unwrap();
     node.handle.stop().await;
     let _ = node.running.task.await;
     // The web server lets go of the database once its last connection ends.

@@ -204,13 +204,13 @@ enum Request {
     Observations(u64, Reply<Observations>),
     SkewClock(i64, Reply<i64>),
     Retention(Reply<u32>),
-    SetRetention(u32, Reply<()>),
+    SetRetention(u32, Reply<Result<(), String>>),
     KeyBackup(
         crate::backup::Passphrase,
         Reply<Result<String, crate::backup::BackupError>>,
     ),
     Trader(Reply<TraderView>),
-    SetTrader(crate::market::trader::Limits, Reply<()>),
+    SetTrader(crate::market::trader::Limits, Reply<Result<(), String>>),
     Charter(Reply<wattmesh_protocol::Charter>),
     Ledger(Reply<LedgerView>),
     Doc(DocRequest, Reply<Result<String, String>>),
@@ -419,7 +419,10 @@ impl NodeHandle {
 
     /// Replaces the automatic trader's limits; they are stored, and override the config
     /// file's `[trader]` from then on.
-    pub async fn set_trader(&self, limits: crate::market::trader::Limits) -> Result<(), Stopped> {
+    pub async fn set_trader(
+        &self,
+        limits: crate::market::trader::Limits,
+    ) -> Result<Result<(), String>, Stopped> {
         self.ask(|r| Request::SetTrader(limits, r)).await
     }
 
@@ -430,7 +433,7 @@ impl NodeHandle {
 
     /// Sets how many days of per-minute readings are kept (stored; overrides the config
     /// file's `[meter] retention_days`). Older readings go at the next minute's write.
-    pub async fn set_retention_days(&self, days: u32) -> Result<(), Stopped> {
+    pub async fn set_retention_days(&self, days: u32) -> Result<Result<(), String>, Stopped> {
         self.ask(|r| Request::SetRetention(days, r)).await
     }
 
@@ -1569,38 +1572,43 @@ impl Core {
                     enabled = limits.enabled,
                     "trader limits changed by the owner"
                 );
-                let store = self.store.clone();
-                if let Ok(bytes) = serde_json::to_vec(&limits) {
-                    let saved =
-                        tokio::task::spawn_blocking(move || store.put_meta(META_TRADER, &bytes))
-                            .await;
-                    if !matches!(saved, Ok(Ok(()))) {
-                        warn!("the trader's limits could not be stored: {saved:?}");
-                    }
+                // Stored first: a change the node could not keep is refused, not half made.
+                let saved = match serde_json::to_vec(&limits) {
+                    Ok(bytes) => self.put_setting(META_TRADER, bytes).await,
+                    Err(e) => Err(format!("the limits cannot be written: {e}")),
+                };
+                if saved.is_ok() {
+                    self.trader = limits;
                 }
-                self.trader = limits;
-                let _ = reply.send(());
+                let _ = reply.send(saved);
             }
             Request::Retention(reply) => {
                 let _ = reply.send((self.retention_ms / 86_400_000) as u32);
             }
             Request::SetRetention(days, reply) => {
-                let store = self.store.clone();
-                let saved = tokio::task::spawn_blocking(move || {
-                    store.put_meta(META_RETENTION, &days.to_le_bytes())
-                })
-                .await;
-                if !matches!(saved, Ok(Ok(()))) {
-                    warn!("the retention could not be stored: {saved:?}");
+                let saved = self
+                    .put_setting(META_RETENTION, days.to_le_bytes().to_vec())
+                    .await;
+                if saved.is_ok() {
+                    info!(days, "readings retention changed by the owner");
+                    self.retention_ms = u64::from(days) * 86_400_000;
                 }
-                info!(days, "readings retention changed by the owner");
-                self.retention_ms = u64::from(days) * 86_400_000;
-                let _ = reply.send(());
+                let _ = reply.send(saved);
             }
             Request::Charter(reply) => {
                 let _ = reply.send(self.n.chain.at(self.clock.now_ms()).charter.clone());
             }
             Request::Stop(_) => unreachable!("handled in run"),
+        }
+    }
+
+    /// Stores an owner's setting durably (off the node task).
+    async fn put_setting(&self, key: &'static str, value: Vec<u8>) -> Result<(), String> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.put_meta(key, &value)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("the setting could not be stored: {e}")),
+            Err(e) => Err(format!("the setting could not be stored: {e}")),
         }
     }
 

@@ -546,7 +546,7 @@ async fn set_trader(
             "lead_slots at most 96, ramp_minutes at most a day",
         ));
     }
-    app.node.set_trader(l).await?;
+    app.node.set_trader(l).await?.map_err(ApiError::internal)?;
     Ok(Json(app.node.trader().await?).into_response())
 }
 
@@ -580,7 +580,10 @@ async fn set_retention(
             RETENTION_DAYS.end()
         )));
     }
-    app.node.set_retention_days(days).await?;
+    app.node
+        .set_retention_days(days)
+        .await?
+        .map_err(ApiError::internal)?;
     Ok(Json(RetentionBody { days }).into_response())
 }
 
