@@ -36,6 +36,10 @@ pub struct Options {
     pub base_port: u16,
     /// The `wattmesh` binary.
     pub bin: PathBuf,
+    /// Homes run by another command instead of `bin`: the program and its first arguments,
+    /// before the node's own (`--data-dir DIR run`). `scripts/pi-test` runs one home as the
+    /// aarch64 build under qemu user-mode emulation in a neighbourhood of x86 homes.
+    pub home_cmds: BTreeMap<usize, Vec<String>>,
     /// Simulated start time, UTC ms.
     pub start_ms: u64,
     /// The scenario: charter, home mix, faults, hostile home, expectations.
@@ -368,6 +372,14 @@ pub async fn run(
         );
     }
     o.scenario.validate()?;
+    for (&i, c) in &o.home_cmds {
+        anyhow::ensure!(
+            i < o.homes && !c.is_empty(),
+            "a home command for home {i}: there are {} homes, and the command must not be empty",
+            o.homes
+        );
+        println!("home-{i:02} runs as: {} ...", c.join(" "));
+    }
     std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
     let hostile = o.scenario.hostile.enabled;
     let total = o.homes + usize::from(hostile);
@@ -900,11 +912,16 @@ fn spawn_home(
         .write(true)
         .truncate(!append)
         .open(dir.join("node.log"))?;
-    let mut cmd = match net {
-        Some(n) => n.command(i, &o.bin),
-        None => Command::new(&o.bin),
+    let (program, first_args) = match o.home_cmds.get(&i) {
+        Some(c) if !c.is_empty() => (PathBuf::from(&c[0]), &c[1..]),
+        _ => (o.bin.clone(), &[][..]),
     };
-    cmd.arg("--data-dir")
+    let mut cmd = match net {
+        Some(n) => n.command(i, &program),
+        None => Command::new(&program),
+    };
+    cmd.args(first_args)
+        .arg("--data-dir")
         .arg(dir)
         .arg("run")
         .env("RUST_LOG", "info")
@@ -916,7 +933,7 @@ fn spawn_home(
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
-        .with_context(|| format!("starting {}", o.bin.display()))
+        .with_context(|| format!("starting {}", program.display()))
 }
 
 /// Every trade as each of its parties sees it (with the home's index), by (taker, nonce).
