@@ -216,6 +216,13 @@ pub struct NodeUsage {
     pub rss_kb_max: u64,
     /// User + system CPU time, seconds.
     pub cpu_seconds: f64,
+    /// Resident memory at the end, kB (VmRSS).
+    pub rss_kb: u64,
+    /// Bytes the process caused to be written to storage (`write_bytes` in /proc/PID/io:
+    /// the database, and its `node.log`, which on a Pi goes to the journal instead).
+    pub disk_write_bytes: u64,
+    /// Of those, the size of its `node.log`, bytes.
+    pub log_bytes: u64,
 }
 
 /// One injected fault.
@@ -331,7 +338,7 @@ fn config_for(i: usize, o: &Options, origin_ms: u64, host: &str) -> Config {
     if sc.battery_every > 0 && i % sc.battery_every == sc.battery_every - 1 {
         c.meter.sim.battery = Some(Default::default());
     }
-    c.trader.enabled = true;
+    c.trader.enabled = sc.trading;
     c.trader.min_sell_price = 5_000 + (i as u64 * 1_300) % 4_000;
     c.trader.max_buy_price = 8_500 + (i as u64 * 1_700) % 4_500;
     c.trader.ramp_minutes = 4;
@@ -693,7 +700,7 @@ pub async fn run(
     }
     for h in healthy {
         if let Some(c) = &h.child {
-            summary.nodes.push(usage(&h.name, c.id()));
+            summary.nodes.push(usage(&h.name, c.id(), &h.dir));
         }
         if let Some(s) = status(&h.dir).await {
             summary.hostile.rejected_by_homes +=
@@ -870,12 +877,22 @@ fn signal(pid: u32, sig: libc::c_int) {
 }
 
 /// Peak memory and CPU time of a running process, from /proc.
-fn usage(home: &str, pid: u32) -> NodeUsage {
+fn usage(home: &str, pid: u32, dir: &Path) -> NodeUsage {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb_max = status
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let rss_kb_max = kb("VmHWM:");
+    let rss_kb = kb("VmRSS:");
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    let disk_write_bytes = io
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after the last ')'.
@@ -895,6 +912,9 @@ fn usage(home: &str, pid: u32) -> NodeUsage {
         home: home.to_owned(),
         rss_kb_max,
         cpu_seconds,
+        rss_kb,
+        disk_write_bytes,
+        log_bytes: std::fs::metadata(dir.join("node.log")).map_or(0, |m| m.len()),
     }
 }
 
