@@ -34,6 +34,8 @@ pub struct Config {
     pub trader: crate::market::trader::Limits,
     /// The web UI.
     pub web: crate::web::WebConfig,
+    /// The optional status display (an SSD1306 OLED on a Pi's I2C bus).
+    pub display: crate::display::DisplayConfig,
     /// Fault injection, for the testnet's hostile home only.
     pub testing: TestingConfig,
 }
@@ -224,6 +226,7 @@ impl Default for Config {
             meter: crate::metering::MeterConfig::default(),
             trader: crate::market::trader::Limits::default(),
             web: crate::web::WebConfig::default(),
+            display: crate::display::DisplayConfig::default(),
             testing: TestingConfig::default(),
         }
     }

@@ -21,6 +21,9 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 pub enum ControlRequest {
     /// The node's status.
     Status,
+    /// The owner's summary: power now, today's energy and trades, trading state (what
+    /// `wattmesh status` prints first and the meter's display shows).
+    Summary,
     /// The order book.
     Offers,
     /// Post an offer.
@@ -177,6 +180,10 @@ async fn handle(
     match req {
         ControlRequest::Status => match node.status().await {
             Ok(s) => json!({"ok": true, "status": s}),
+            Err(_) => stopped(),
+        },
+        ControlRequest::Summary => match crate::summary::fetch(node).await {
+            Ok(s) => json!({"ok": true, "summary": s}),
             Err(_) => stopped(),
         },
         ControlRequest::Offers => match node.offers().await {

@@ -62,6 +62,9 @@ enum Command {
     },
     /// Run the node until interrupted (Ctrl-C or SIGTERM stop it gracefully).
     Run,
+    /// Whether this machine's clock is synchronised, as the node judges it (the kernel's NTP
+    /// status, systemd-timesyncd); exits non-zero when it is not. Needs no running node.
+    Clock,
     /// Show the running node's status: identity, neighbourhood, clock, peers, offers.
     Status {
         /// Print the raw JSON.
@@ -461,7 +464,7 @@ fn print_ledger(l: &Value) {
 fn config_path(cli_config: &Option<PathBuf>, data_dir: &Path) -> PathBuf {
     cli_config
         .clone()
-        .unwrap_or_else(|| data_dir.join("wattmesh.toml"))
+        .unwrap_or_else(|| dirs::config_path(data_dir, Path::new(dirs::SYSTEM_CONFIG)))
 }
 
 fn now_ms() -> u64 {
@@ -514,11 +517,18 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             profile(name, pv_w),
         ),
         Command::Run => run(&data_dir, &cfg_path).await,
+        Command::Clock => clock_check(),
         Command::Status { json } => {
             let v = ok(control::call(&data_dir, &ControlRequest::Status).await?)?;
+            let sum = ok(control::call(&data_dir, &ControlRequest::Summary).await?)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v["status"])?);
+                let mut all = v["status"].clone();
+                all["summary"] = sum["summary"].clone();
+                println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
+                let s: wattmesh_node::summary::Summary =
+                    serde_json::from_value(sum["summary"].clone()).context("the node's summary")?;
+                print!("{}", wattmesh_node::summary::text_block(&s));
                 print_status(&v["status"]);
             }
             Ok(())
@@ -861,6 +871,7 @@ fn init(
     listen: Option<String>,
     profile: Option<Profile>,
 ) -> anyhow::Result<()> {
+    dirs::check_owner(data_dir)?;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let (key, created) = identity::load_or_create(&dirs::key_path(data_dir))?;
@@ -913,6 +924,9 @@ fn init(
             let (invite, _) = Invite::from_code(&code)?;
             let me = profile.unwrap_or_else(|| default_profile(&key.node_id()));
             let n = invite.join(data_dir, &store, &key, me, now_ms())?;
+            // Remembered peers are dialled at every start, so the invite's addresses count even
+            // when the config file already existed (the Pi package installs one).
+            remember_bootstrap(&store, &invite.bootstrap);
             println!(
                 "joined neighbourhood {:?} ({})",
                 n.chain.latest().charter.name,
@@ -936,6 +950,7 @@ async fn run(data_dir: &Path, cfg_path: &Path) -> anyhow::Result<()> {
         .init();
     let config = Config::load(cfg_path)?;
     let testing = config.testing.clone();
+    let display = config.display.clone();
     if testing.allow_raw_publish {
         tracing::warn!("[testing] allow_raw_publish is on: this node can be told to send anything");
     }
@@ -960,6 +975,7 @@ async fn run(data_dir: &Path, cfg_path: &Path) -> anyhow::Result<()> {
     })
     .await?;
     let server = control::serve(data_dir, running.handle.clone(), testing).await?;
+    let _display = start_display(&running.handle, &display)?;
     let status = running.handle.status().await?;
     for a in &status.listening {
         tracing::info!(address = %a, "reachable at");
@@ -992,6 +1008,67 @@ async fn run(data_dir: &Path, cfg_path: &Path) -> anyhow::Result<()> {
     server.abort();
     let _ = std::fs::remove_file(control::socket_path(data_dir));
     r
+}
+
+/// Starts the status display when `[display] enabled`; refuses in a build without the `pi`
+/// feature, which cannot open the bus.
+#[cfg(feature = "pi")]
+fn start_display(
+    node: &node::NodeHandle,
+    cfg: &wattmesh_node::display::DisplayConfig,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    if !cfg.enabled {
+        return Ok(None);
+    }
+    let task = wattmesh_node::display::spawn(node.clone(), cfg)?;
+    tracing::info!(
+        bus = cfg.i2c_bus,
+        address = cfg.address,
+        "status display on"
+    );
+    Ok(Some(task))
+}
+
+#[cfg(not(feature = "pi"))]
+fn start_display(
+    _node: &node::NodeHandle,
+    cfg: &wattmesh_node::display::DisplayConfig,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    if cfg.enabled {
+        bail!(
+            "[display] enabled needs a wattmesh built with --features pi (the Raspberry Pi \
+             package is); this build cannot open the I2C bus"
+        );
+    }
+    Ok(None)
+}
+
+fn clock_check() -> anyhow::Result<()> {
+    let r = clock::SyncReport::now();
+    match &r.kernel {
+        Ok(true) => println!("kernel       synchronised (an NTP daemon disciplines the clock)"),
+        Ok(false) => println!("kernel       not synchronised"),
+        Err(e) => println!(
+            "kernel       cannot ask: {e} (a sandbox filtering adjtimex/clock_adjtime, such as \
+             systemd's ProtectClock=yes?)"
+        ),
+    }
+    if r.timesyncd {
+        println!(
+            "timesyncd    synchronised ({} exists)",
+            clock::TIMESYNCD_FLAG
+        );
+    } else {
+        println!("timesyncd    no flag file ({})", clock::TIMESYNCD_FLAG);
+    }
+    if !r.synced() {
+        bail!(
+            "the clock is not synchronised: the node signs no offers or attestations until it \
+             is (docs/DEPLOY.md, \"Keep the clock synchronised\")"
+        );
+    }
+    println!("clock        synchronised: the node may sign");
+    Ok(())
 }
 
 fn print_status(s: &Value) {
@@ -1223,7 +1300,36 @@ fn restore_key(key_path: &Path, from: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stores the invite's addresses (`.../p2p/<peer id>`) as known peers; one without a peer id
+/// is skipped with a warning (the node needs the id to dial it under the network key).
+fn remember_bootstrap(store: &Store, addrs: &[String]) {
+    use libp2p::multiaddr::{Multiaddr, Protocol};
+    let mut by_peer: std::collections::BTreeMap<Vec<u8>, Vec<String>> = Default::default();
+    for a in addrs {
+        let Ok(mut m) = a.parse::<Multiaddr>() else {
+            eprintln!("warning: the invite's address {a:?} is not a multiaddr; skipped");
+            continue;
+        };
+        let Some(Protocol::P2p(peer)) = m.pop() else {
+            eprintln!("warning: the invite's address {a} has no /p2p/ peer id; skipped");
+            continue;
+        };
+        by_peer
+            .entry(peer.to_bytes())
+            .or_default()
+            .push(m.to_string());
+    }
+    for (peer, list) in by_peer {
+        if let Err(e) = store.put_peer(&peer, &list) {
+            eprintln!("warning: could not remember the invite's addresses: {e}");
+        }
+    }
+}
+
 fn keys(data_dir: &Path, cfg_path: &Path, action: KeysAction) -> anyhow::Result<()> {
+    if !matches!(action, KeysAction::Backup { .. }) {
+        dirs::check_owner(data_dir)?;
+    }
     let key_path = dirs::key_path(data_dir);
     if let KeysAction::Restore { from } = &action {
         return restore_key(&key_path, from);

@@ -42,6 +42,12 @@ enum Command {
         /// Directory for the homes' data, logs and the summary.
         #[arg(long, default_value = "out/testnet")]
         out: PathBuf,
+        /// Run home N with another command instead of the wattmesh binary, written N=COMMAND
+        /// (split at spaces; the node's arguments follow it), e.g. an aarch64 build under
+        /// emulation: --home-cmd '0=qemu-aarch64 -L /usr/aarch64-linux-gnu path/to/wattmesh'.
+        /// Repeat for more homes.
+        #[arg(long = "home-cmd", value_name = "N=COMMAND")]
+        home_cmds: Vec<String>,
         /// TCP port of the first home; home i uses this plus i, and its web UI this plus 1000 plus i
         /// (keep them below the kernel's ephemeral range, 32768 and up on Linux).
         #[arg(long, default_value_t = 24100)]
@@ -88,6 +94,7 @@ fn real_main() -> anyhow::Result<()> {
             faults,
             out,
             base_port,
+            home_cmds,
         } => {
             let mut sc = match &scenario {
                 Some(p) => wattmesh_testnet::scenario::Scenario::load(p)?,
@@ -109,6 +116,17 @@ fn real_main() -> anyhow::Result<()> {
                 sc.faults.push(wattmesh_testnet::scenario::Fault::parse(f)?);
             }
             sc.validate()?;
+            let mut cmds = std::collections::BTreeMap::new();
+            for spec in &home_cmds {
+                let (n, c) = spec
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--home-cmd {spec:?}: write N=COMMAND"))?;
+                let n: usize = n
+                    .trim()
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--home-cmd {spec:?}: N is a home number"))?;
+                cmds.insert(n, c.split_whitespace().map(str::to_owned).collect());
+            }
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 let opts = wattmesh_testnet::run::Options {
@@ -118,6 +136,7 @@ fn real_main() -> anyhow::Result<()> {
                     out,
                     base_port,
                     bin: wattmesh_bin(),
+                    home_cmds: cmds,
                     start_ms: sc.start_ms,
                     scenario: sc,
                 };

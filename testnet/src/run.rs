@@ -36,6 +36,10 @@ pub struct Options {
     pub base_port: u16,
     /// The `wattmesh` binary.
     pub bin: PathBuf,
+    /// Homes run by another command instead of `bin`: the program and its first arguments,
+    /// before the node's own (`--data-dir DIR run`). `scripts/pi-test` runs one home as the
+    /// aarch64 build under qemu user-mode emulation in a neighbourhood of x86 homes.
+    pub home_cmds: BTreeMap<usize, Vec<String>>,
     /// Simulated start time, UTC ms.
     pub start_ms: u64,
     /// The scenario: charter, home mix, faults, hostile home, expectations.
@@ -213,6 +217,13 @@ pub struct NodeUsage {
     pub rss_kb_max: u64,
     /// User + system CPU time, seconds.
     pub cpu_seconds: f64,
+    /// Resident memory at the end, kB (VmRSS).
+    pub rss_kb: u64,
+    /// Bytes the process caused to be written to storage (`write_bytes` in /proc/PID/io:
+    /// the database, and its `node.log`, which on a Pi goes to the journal instead).
+    pub disk_write_bytes: u64,
+    /// Of those, the size of its `node.log`, bytes.
+    pub log_bytes: u64,
 }
 
 /// One injected fault.
@@ -328,7 +339,7 @@ fn config_for(i: usize, o: &Options, origin_ms: u64, host: &str) -> Config {
     if sc.battery_every > 0 && i % sc.battery_every == sc.battery_every - 1 {
         c.meter.sim.battery = Some(Default::default());
     }
-    c.trader.enabled = true;
+    c.trader.enabled = sc.trading;
     c.trader.min_sell_price = 5_000 + (i as u64 * 1_300) % 4_000;
     c.trader.max_buy_price = 8_500 + (i as u64 * 1_700) % 4_500;
     c.trader.ramp_minutes = 4;
@@ -368,6 +379,14 @@ pub async fn run(
         );
     }
     o.scenario.validate()?;
+    for (&i, c) in &o.home_cmds {
+        anyhow::ensure!(
+            i < o.homes && !c.is_empty(),
+            "a home command for home {i}: there are {} homes, and the command must not be empty",
+            o.homes
+        );
+        println!("home-{i:02} runs as: {} ...", c.join(" "));
+    }
     std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
     let hostile = o.scenario.hostile.enabled;
     let total = o.homes + usize::from(hostile);
@@ -681,7 +700,7 @@ pub async fn run(
     }
     for h in healthy {
         if let Some(c) = &h.child {
-            summary.nodes.push(usage(&h.name, c.id()));
+            summary.nodes.push(usage(&h.name, c.id(), &h.dir));
         }
         if let Some(s) = status(&h.dir).await {
             summary.hostile.rejected_by_homes +=
@@ -858,12 +877,22 @@ fn signal(pid: u32, sig: libc::c_int) {
 }
 
 /// Peak memory and CPU time of a running process, from /proc.
-fn usage(home: &str, pid: u32) -> NodeUsage {
+fn usage(home: &str, pid: u32, dir: &Path) -> NodeUsage {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb_max = status
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let rss_kb_max = kb("VmHWM:");
+    let rss_kb = kb("VmRSS:");
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    let disk_write_bytes = io
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after the last ')'.
@@ -883,6 +912,9 @@ fn usage(home: &str, pid: u32) -> NodeUsage {
         home: home.to_owned(),
         rss_kb_max,
         cpu_seconds,
+        rss_kb,
+        disk_write_bytes,
+        log_bytes: std::fs::metadata(dir.join("node.log")).map_or(0, |m| m.len()),
     }
 }
 
@@ -900,11 +932,16 @@ fn spawn_home(
         .write(true)
         .truncate(!append)
         .open(dir.join("node.log"))?;
-    let mut cmd = match net {
-        Some(n) => n.command(i, &o.bin),
-        None => Command::new(&o.bin),
+    let (program, first_args) = match o.home_cmds.get(&i) {
+        Some(c) if !c.is_empty() => (PathBuf::from(&c[0]), &c[1..]),
+        _ => (o.bin.clone(), &[][..]),
     };
-    cmd.arg("--data-dir")
+    let mut cmd = match net {
+        Some(n) => n.command(i, &program),
+        None => Command::new(&program),
+    };
+    cmd.args(first_args)
+        .arg("--data-dir")
         .arg(dir)
         .arg("run")
         .env("RUST_LOG", "info")
@@ -916,7 +953,7 @@ fn spawn_home(
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
-        .with_context(|| format!("starting {}", o.bin.display()))
+        .with_context(|| format!("starting {}", program.display()))
 }
 
 /// Every trade as each of its parties sees it (with the home's index), by (taker, nonce).

@@ -38,6 +38,9 @@ pub struct Scenario {
     pub no_pv_every: usize,
     /// Every `battery_every`-th home has a battery (0: none).
     pub battery_every: usize,
+    /// Whether the homes' automatic traders are on (off: an idle neighbourhood whose homes
+    /// only meter, attest and gossip, for footprint measurements).
+    pub trading: bool,
     /// What `--check` requires.
     pub expect: Expect,
     /// Faults to inject.
@@ -73,6 +76,7 @@ impl Default for Scenario {
             longitude: -93.62,
             no_pv_every: 2,
             battery_every: 4,
+            trading: true,
             expect: Expect::default(),
             faults: Vec::new(),
             hostile: Hostile::default(),

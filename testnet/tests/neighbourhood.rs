@@ -21,6 +21,7 @@ async fn a_small_neighbourhood_trades_and_settles_consistently() {
         out: out.path().to_owned(),
         base_port: 24300,
         bin,
+        home_cmds: Default::default(),
         // A summer late morning in Ames: PV homes have surplus, the others need energy.
         start_ms: 1_782_057_600_000,
         scenario: wattmesh_testnet::scenario::Scenario::default(),
