@@ -53,6 +53,37 @@ enum Command {
         #[arg(long, default_value_t = 24100)]
         base_port: u16,
     },
+    /// The bare gossipsub baseline for the propagation benchmark: PEERS processes on loopback,
+    /// dialled like the testnet's homes, on a node's transport stack (TCP, pnet, Noise,
+    /// yamux) and gossipsub settings, publishing PAYLOAD-byte messages with no application
+    /// validation. Writes DIR/baseline.json with the propagation percentiles.
+    Baseline {
+        /// Peers.
+        #[arg(long, default_value_t = 30)]
+        peers: usize,
+        /// One message per peer every this many milliseconds (a workload of one offer every
+        /// 10 s, cancelled 5 s later, publishes every 5000 ms).
+        #[arg(long, default_value_t = 5000)]
+        every_ms: u64,
+        /// Payload bytes (an offer's envelope is 192).
+        #[arg(long, default_value_t = 192)]
+        payload: usize,
+        /// Real seconds of publishing.
+        #[arg(long, default_value_t = 120)]
+        duration: u64,
+        /// TCP port of the first peer.
+        #[arg(long, default_value_t = 25100)]
+        base_port: u16,
+        /// Output directory.
+        #[arg(long, default_value = "out/baseline")]
+        out: PathBuf,
+    },
+    /// One baseline peer (started by `baseline`).
+    #[command(hide = true)]
+    GossipPeer {
+        /// Its settings, JSON.
+        args: String,
+    },
     /// Play one delivery slot of a neighbourhood through the real protocol code, in one
     /// process: offers, handshakes, attestations, settlement and statements.
     Walkthrough {
@@ -156,6 +187,37 @@ fn real_main() -> anyhow::Result<()> {
                 }
                 Ok(())
             })
+        }
+        Command::Baseline {
+            peers,
+            every_ms,
+            payload,
+            duration,
+            base_port,
+            out,
+        } => {
+            anyhow::ensure!(peers >= 2, "--peers: at least 2");
+            anyhow::ensure!(every_ms >= 10, "--every-ms: at least 10");
+            anyhow::ensure!((8..=4096).contains(&payload), "--payload: 8 to 4096 bytes");
+            let o = wattmesh_testnet::baseline::Options {
+                peers,
+                every_ms,
+                payload_bytes: payload,
+                duration_s: duration,
+                base_port,
+                out,
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            let r = rt.block_on(wattmesh_testnet::baseline::run(&o))?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            println!("report: {}", o.out.join("baseline.json").display());
+            Ok(())
+        }
+        Command::GossipPeer { args } => {
+            let a: wattmesh_testnet::baseline::PeerArgs = serde_json::from_str(&args)?;
+            // The same runtime as a node's.
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(wattmesh_testnet::baseline::peer(a))
         }
         Command::Walkthrough { homes, seed } => {
             let s = wattmesh_testnet::walkthrough::run(homes, seed)?;

@@ -100,7 +100,8 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 impl Latency {
-    fn from(mut samples: Vec<u64>, incomplete: usize) -> Latency {
+    /// Percentiles of `samples` (any order), `incomplete` more not measured.
+    pub fn from_samples(mut samples: Vec<u64>, incomplete: usize) -> Latency {
         samples.sort_unstable();
         Latency {
             p50: percentile(&samples, 50.0),
@@ -171,7 +172,7 @@ pub fn offer_propagation(
             None => incomplete += 1,
         }
     }
-    Latency::from(samples, incomplete)
+    Latency::from_samples(samples, incomplete)
 }
 
 /// Trade agreement: from the taker sending its proposal to the co-signed trade durably stored
@@ -222,7 +223,7 @@ pub fn trade_agreement(
             _ => incomplete += 1,
         }
     }
-    Latency::from(samples, incomplete)
+    Latency::from_samples(samples, incomplete)
 }
 
 #[cfg(test)]

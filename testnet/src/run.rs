@@ -8,6 +8,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wattmesh_node::config::{ClockCheck, Config};
 use wattmesh_node::control::{self, ControlRequest};
@@ -83,6 +84,9 @@ pub struct Summary {
     pub unsettled_trades: usize,
     /// Homes that stopped running during the run (other than by an injected fault).
     pub crashed_homes: Vec<String>,
+    /// What the scenario's fixed workload did (absent without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadCounts>,
     /// Key figures.
     pub kpis: Kpis,
     /// The neighbourhood's metered energy over the run.
@@ -296,7 +300,22 @@ pub(crate) fn charter_for(
 /// replays get past it to the node's own replay window.
 pub const DUPLICATE_CACHE_SECS: u64 = 15;
 
+/// The homes' gossipsub heartbeat, ms.
+pub const HEARTBEAT_MS: u64 = 300;
+
 /// Home `i`'s data directory (the hostile home comes after the healthy ones).
+/// The earlier homes home `i` dials at start: those 1, 2, 4, 8, ... places before it. Every
+/// home is reachable from every other in O(log n) hops and has about 2·log2(n) connections
+/// (7 outgoing at most for 100 homes), as many as gossipsub's mesh wants, where dialling every
+/// pair would give each of 100 homes 99 connections no real neighbourhood would have. Homes
+/// with trades to agree dial each other by id, through the members' address book.
+pub fn dial_targets(i: usize) -> Vec<usize> {
+    std::iter::successors(Some(1usize), |d| d.checked_mul(2))
+        .take_while(|&d| d <= i)
+        .map(|d| i - d)
+        .collect()
+}
+
 fn homes_dir(o: &Options, i: usize) -> PathBuf {
     if i < o.homes {
         o.out.join(format!("home-{i:02}"))
@@ -313,7 +332,7 @@ pub fn web_port(o: &Options, i: usize) -> usize {
 fn config_for(i: usize, o: &Options, origin_ms: u64, host: &str) -> Config {
     let mut c = Config::default();
     c.network.listen = vec![format!("/ip4/{host}/tcp/{}", o.base_port as usize + i)];
-    c.network.heartbeat_ms = 300;
+    c.network.heartbeat_ms = HEARTBEAT_MS;
     c.network.duplicate_cache_secs = DUPLICATE_CACHE_SECS;
     c.mdns.enabled = false;
     c.web.listen = format!("{host}:{}", web_port(o, i));
@@ -456,8 +475,9 @@ pub async fn run(
         }
         drop(store);
         let mut cfg = config_for(i, o, origin_ms, &host(net.as_ref(), i));
-        // Each home dials every home before it, so every pair is connected from the start.
-        for j in 0..i {
+        // Each home dials a few homes before it (see `dial_targets`); gossipsub's mesh and
+        // the members' address book do the rest, as in a real neighbourhood.
+        for j in dial_targets(i) {
             let k = wattmesh_node::identity::load(&homes_dir(o, j).join("node.key"))?;
             let pid = wattmesh_node::net::keypair(&k).public().to_peer_id();
             cfg.network.bootstrap.push(format!(
@@ -553,6 +573,22 @@ pub async fn run(
     } else {
         None
     };
+    let workload = o.scenario.workload.clone().map(|w| {
+        println!(
+            "workload: every home posts a {} Wh offer every {} s and cancels it after {} s",
+            w.quantity_wh, w.offer_every_s, w.cancel_after_s
+        );
+        let list: Vec<(PathBuf, String)> = homes[..o.homes]
+            .iter()
+            .zip(&node_ids)
+            .map(|(h, id)| (h.dir.clone(), id.clone()))
+            .collect();
+        let counts = Arc::new(std::sync::Mutex::new(WorkloadCounts::default()));
+        (
+            tokio::spawn(drive_workload(w, list, counts.clone())),
+            counts,
+        )
+    });
     let mut observed = crate::observe::Observed::new(o.homes);
     let mut pending: Vec<Fault> = o.scenario.faults.clone();
     // Faults in progress, and when to end them.
@@ -649,6 +685,20 @@ pub async fn run(
             break;
         }
     }
+    let workload_counts = match workload {
+        Some((task, counts)) => {
+            task.abort();
+            let _ = task.await;
+            let c = *lock(&counts);
+            println!(
+                "workload: {} offers posted, {} cancelled, {} requests failed; {} takes traded, \
+                 {} refused",
+                c.posted, c.cancelled, c.failed, c.taken, c.failed_takes
+            );
+            Some(c)
+        }
+        None => None,
+    };
     // End any fault still in progress, so every home can be asked and stopped.
     for (f, _) in std::mem::take(&mut active) {
         end_fault(o, &f, &mut homes, net.as_mut()).await?;
@@ -693,6 +743,7 @@ pub async fn run(
     }
     .into();
     summary.crashed_homes = crashed;
+    summary.workload = workload_counts;
     summary.faults = fault_log;
     if let Some(a) = &attack {
         let dirs: Vec<PathBuf> = healthy.iter().map(|h| h.dir.clone()).collect();
@@ -731,6 +782,106 @@ pub async fn run(
     std::fs::write(o.out.join("report.json"), &json)?;
     std::fs::write(o.out.join("report.html"), crate::html::render(&summary))?;
     Ok(summary)
+}
+
+/// What the workload did, for the report.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct WorkloadCounts {
+    /// Offers posted.
+    pub posted: u64,
+    /// Offers cancelled.
+    pub cancelled: u64,
+    /// Posts and cancels a home refused or did not answer.
+    pub failed: u64,
+    /// Takes that became trades.
+    pub taken: u64,
+    /// Takes refused (the offer had just been cancelled or filled, ...) or not answered.
+    pub failed_takes: u64,
+}
+
+/// Drives `w` on every home until aborted: each home posts, waits, cancels, waits, in its own
+/// task, starting staggered over one period so that the publications spread evenly; with
+/// takes on, each odd home takes from the open offer of the home before it.
+async fn drive_workload(
+    w: crate::scenario::Workload,
+    homes: Vec<(PathBuf, String)>,
+    counts: Arc<std::sync::Mutex<WorkloadCounts>>,
+) {
+    let period = Duration::from_secs_f64(w.offer_every_s);
+    let hold = Duration::from_secs_f64(w.cancel_after_s);
+    let n = homes.len().max(1) as u32;
+    // Each home's open workload offer, if any.
+    let open: Arc<Vec<std::sync::Mutex<Option<u64>>>> =
+        Arc::new(homes.iter().map(|_| std::sync::Mutex::new(None)).collect());
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (dir, _)) in homes.iter().cloned().enumerate() {
+        let counts = counts.clone();
+        let open = open.clone();
+        let start = tokio::time::Instant::now() + period * i as u32 / n;
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval_at(start, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let post = ControlRequest::Post(wattmesh_node::node::PostOffer {
+                    side: wattmesh_node::node::SideArg::Sell,
+                    quantity_wh: w.quantity_wh,
+                    price: 9_000,
+                    slot_ms: None,
+                    min_fill_wh: None,
+                });
+                let nonce = match call(&dir, &post).await {
+                    Ok(v) if v["ok"] == true => v["offer"]["nonce"].as_u64(),
+                    _ => None,
+                };
+                let Some(nonce) = nonce else {
+                    lock(&counts).failed += 1;
+                    continue;
+                };
+                lock(&counts).posted += 1;
+                *lock(&open[i]) = Some(nonce);
+                tokio::time::sleep(hold).await;
+                *lock(&open[i]) = None;
+                match call(&dir, &ControlRequest::Cancel { nonce }).await {
+                    Ok(v) if v["ok"] == true => lock(&counts).cancelled += 1,
+                    _ => lock(&counts).failed += 1,
+                }
+            }
+        });
+    }
+    if w.take_every_s > 0.0 {
+        let every = Duration::from_secs_f64(w.take_every_s);
+        for i in (1..homes.len()).step_by(2) {
+            let (dir, _) = homes[i].clone();
+            let maker = homes[i - 1].1.clone();
+            let counts = counts.clone();
+            let open = open.clone();
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(nonce) = *lock(&open[i - 1]) else {
+                        continue;
+                    };
+                    let take = ControlRequest::Take {
+                        maker: maker.clone(),
+                        nonce,
+                        energy_wh: w.take_wh,
+                    };
+                    match call(&dir, &take).await {
+                        Ok(v) if v["ok"] == true => lock(&counts).taken += 1,
+                        _ => lock(&counts).failed_takes += 1,
+                    }
+                }
+            });
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Starts a fault; returns who it hit and details, for the log.
@@ -877,7 +1028,7 @@ fn signal(pid: u32, sig: libc::c_int) {
 }
 
 /// Peak memory and CPU time of a running process, from /proc.
-fn usage(home: &str, pid: u32, dir: &Path) -> NodeUsage {
+pub(crate) fn usage(home: &str, pid: u32, dir: &Path) -> NodeUsage {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kb = |key: &str| {
         status
@@ -989,6 +1140,40 @@ fn fmt_time(ms: u64) -> String {
 mod tests {
     use super::*;
     use crate::scenario::Expect;
+
+    #[test]
+    fn sparse_dialling_connects_every_home_with_few_connections() {
+        for n in [2, 5, 30, 100, 257] {
+            let mut adj = vec![Vec::new(); n];
+            for i in 0..n {
+                for j in dial_targets(i) {
+                    assert!(j < i);
+                    adj[i].push(j);
+                    adj[j].push(i);
+                }
+            }
+            let max_degree = adj.iter().map(Vec::len).max().unwrap_or(0);
+            let log2 = usize::BITS - (n - 1).leading_zeros();
+            assert!(
+                max_degree <= 2 * log2 as usize,
+                "{n} homes: degree {max_degree}"
+            );
+            // Breadth-first from home 0 reaches every home.
+            let mut seen = vec![false; n];
+            let mut queue = std::collections::VecDeque::from([0]);
+            seen[0] = true;
+            while let Some(h) = queue.pop_front() {
+                for &k in &adj[h] {
+                    if !std::mem::replace(&mut seen[k], true) {
+                        queue.push_back(k);
+                    }
+                }
+            }
+            assert!(seen.iter().all(|&s| s), "{n} homes: not connected");
+        }
+        assert_eq!(dial_targets(0), Vec::<usize>::new());
+        assert_eq!(dial_targets(5), vec![4, 3, 1]);
+    }
 
     #[test]
     fn check_names_every_broken_invariant() {

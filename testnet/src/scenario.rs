@@ -49,6 +49,46 @@ pub struct Scenario {
     pub hostile: Hostile,
     /// Homes deliberately broken (to show that `--check` catches them).
     pub sabotage: Vec<Sabotage>,
+    /// A fixed offer workload driven by the testnet itself (for the benchmarks), besides or
+    /// instead of the traders.
+    pub workload: Option<Workload>,
+}
+
+/// A fixed workload: every home posts an offer every `offer_every_s` real seconds and cancels
+/// it `cancel_after_s` later, so each home publishes two offer versions per period (the cancel
+/// is a new version). Homes start staggered evenly over one period.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Real seconds between a home's posts.
+    pub offer_every_s: f64,
+    /// Real seconds from a post to its cancellation (less than `offer_every_s`).
+    pub cancel_after_s: f64,
+    /// The offers' energy, Wh.
+    #[serde(default = "default_workload_wh")]
+    pub quantity_wh: u64,
+    /// Every odd home takes `take_wh` from the open offer of the home before it every this
+    /// many real seconds (0: no takes). For the trade agreement benchmark.
+    #[serde(default)]
+    pub take_every_s: f64,
+    /// See `take_every_s`.
+    #[serde(default = "default_take_wh")]
+    pub take_wh: u64,
+}
+
+fn default_take_wh() -> u64 {
+    1
+}
+
+fn default_workload_wh() -> u64 {
+    100
+}
+
+impl Workload {
+    /// Messages (offer versions) each home publishes per real second.
+    pub fn messages_per_s(&self) -> f64 {
+        2.0 / self.offer_every_s
+    }
 }
 
 /// A deliberately broken home.
@@ -81,6 +121,7 @@ impl Default for Scenario {
             faults: Vec::new(),
             hostile: Hostile::default(),
             sabotage: Vec::new(),
+            workload: None,
         }
     }
 }
@@ -228,6 +269,25 @@ impl Scenario {
                 "sabotage names home {} of {}",
                 b.home,
                 self.homes
+            );
+        }
+        if let Some(w) = &self.workload {
+            anyhow::ensure!(
+                w.offer_every_s >= 0.1 && w.offer_every_s.is_finite(),
+                "workload.offer_every_s must be at least 0.1 s"
+            );
+            anyhow::ensure!(
+                w.cancel_after_s > 0.0 && w.cancel_after_s < w.offer_every_s,
+                "workload.cancel_after_s must be above 0 and below offer_every_s"
+            );
+            anyhow::ensure!(w.quantity_wh > 0, "workload.quantity_wh must be above 0");
+            anyhow::ensure!(
+                w.take_every_s == 0.0 || (w.take_every_s >= 0.05 && w.take_every_s.is_finite()),
+                "workload.take_every_s must be 0 (no takes) or at least 0.05 s"
+            );
+            anyhow::ensure!(
+                (1..=w.quantity_wh).contains(&w.take_wh),
+                "workload.take_wh must be 1 to quantity_wh"
             );
         }
         Ok(())
