@@ -185,15 +185,34 @@ pub fn check_private(
 /// How many messages may wait for the worker.
 pub const WORK_QUEUE: usize = 8192;
 
-/// Starts the worker thread.
+/// The worker's queue (made before the network starts, so that the swarm task can hand gossip
+/// to the worker directly: [`gossip_sink`]).
+pub fn channel() -> (mpsc::Sender<Work>, mpsc::Receiver<Work>) {
+    mpsc::channel::<Work>(WORK_QUEUE)
+}
+
+/// The network's way into the worker's queue for gossip.
+pub fn gossip_sink(tx: mpsc::Sender<Work>) -> crate::net::GossipSink {
+    Box::new(move |topic, id, source, data| {
+        tx.try_send(Work::Gossip {
+            topic,
+            id,
+            source,
+            data,
+        })
+        .is_ok()
+    })
+}
+
+/// Starts the worker thread on the queue from [`channel`].
 pub fn spawn(
+    mut rx: mpsc::Receiver<Work>,
     chain: CharterChain,
     roster: SharedRoster,
     clock: Clock,
     net: NetHandle,
     out: mpsc::Sender<Outcome>,
-) -> std::io::Result<mpsc::Sender<Work>> {
-    let (tx, mut rx) = mpsc::channel::<Work>(WORK_QUEUE);
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("wattmesh-validate".into())
         .spawn(move || {
@@ -320,7 +339,7 @@ pub fn spawn(
                 }
             }
         })?;
-    Ok(tx)
+    Ok(())
 }
 
 /// The gossip verdict for a membership message.

@@ -546,7 +546,12 @@ async fn net(
         max_reservations: 0,
         external: vec![],
     };
-    wattmesh_node::net::spawn(&wattmesh_protocol::NodeKey::from_secret(&[seed; 32]), cfg).unwrap()
+    wattmesh_node::net::spawn(
+        &wattmesh_protocol::NodeKey::from_secret(&[seed; 32]),
+        cfg,
+        None,
+    )
+    .unwrap()
 }
 
 async fn addr_of(h: &wattmesh_node::net::NetHandle) -> libp2p::Multiaddr {

@@ -29,6 +29,10 @@ enum Command {
         /// Simulated minutes to run (default 60).
         #[arg(long)]
         duration: Option<u64>,
+        /// Whom each home dials at start: `sparse` (the homes 1, 2, 4, 8, ... places before
+        /// it; the default) or `all` (every pair connected).
+        #[arg(long, value_enum)]
+        dial: Option<wattmesh_testnet::scenario::Dial>,
         /// Exit non-zero, saying why, when an invariant fails (mismatched or unsettled trades,
         /// a hostile message accepted, a healthy home crashed, fewer trades or settlements
         /// than the scenario expects).
@@ -121,6 +125,7 @@ fn real_main() -> anyhow::Result<()> {
             homes,
             speed,
             duration,
+            dial,
             check,
             faults,
             out,
@@ -142,6 +147,9 @@ fn real_main() -> anyhow::Result<()> {
             }
             if let Some(v) = duration {
                 sc.duration_min = v;
+            }
+            if let Some(v) = dial {
+                sc.dial = v;
             }
             for f in &faults {
                 sc.faults.push(wattmesh_testnet::scenario::Fault::parse(f)?);

@@ -228,6 +228,9 @@ pub struct NodeUsage {
     pub disk_write_bytes: u64,
     /// Of those, the size of its `node.log`, bytes.
     pub log_bytes: u64,
+    /// Peers it was connected to at the end of the run (absent when it did not answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connected_peers: Option<usize>,
 }
 
 /// One injected fault.
@@ -477,7 +480,11 @@ pub async fn run(
         let mut cfg = config_for(i, o, origin_ms, &host(net.as_ref(), i));
         // Each home dials a few homes before it (see `dial_targets`); gossipsub's mesh and
         // the members' address book do the rest, as in a real neighbourhood.
-        for j in dial_targets(i) {
+        let targets = match o.scenario.dial {
+            crate::scenario::Dial::Sparse => dial_targets(i),
+            crate::scenario::Dial::All => (0..i).collect(),
+        };
+        for j in targets {
             let k = wattmesh_node::identity::load(&homes_dir(o, j).join("node.key"))?;
             let pid = wattmesh_node::net::keypair(&k).public().to_peer_id();
             cfg.network.bootstrap.push(format!(
@@ -750,10 +757,13 @@ pub async fn run(
         summary.hostile = a.outcome(&dirs).await;
     }
     for h in healthy {
+        let s = status(&h.dir).await;
         if let Some(c) = &h.child {
-            summary.nodes.push(usage(&h.name, c.id(), &h.dir));
+            let mut u = usage(&h.name, c.id(), &h.dir);
+            u.connected_peers = s.as_ref().and_then(|s| s["peers"].as_array()).map(Vec::len);
+            summary.nodes.push(u);
         }
-        if let Some(s) = status(&h.dir).await {
+        if let Some(s) = s {
             summary.hostile.rejected_by_homes +=
                 s["counters"]["gossip_rejected"].as_u64().unwrap_or(0);
         }
@@ -1066,6 +1076,7 @@ pub(crate) fn usage(home: &str, pid: u32, dir: &Path) -> NodeUsage {
         rss_kb,
         disk_write_bytes,
         log_bytes: std::fs::metadata(dir.join("node.log")).map_or(0, |m| m.len()),
+        connected_peers: None,
     }
 }
 

@@ -49,9 +49,21 @@ pub struct Scenario {
     pub hostile: Hostile,
     /// Homes deliberately broken (to show that `--check` catches them).
     pub sabotage: Vec<Sabotage>,
+    /// Whom each home dials at start.
+    pub dial: Dial,
     /// A fixed offer workload driven by the testnet itself (for the benchmarks), besides or
     /// instead of the traders.
     pub workload: Option<Workload>,
+}
+
+/// Whom each home dials at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Dial {
+    /// The homes 1, 2, 4, 8, ... places before it (`run::dial_targets`).
+    Sparse,
+    /// Every home before it, so every pair is connected (for memory with many peers).
+    All,
 }
 
 /// A fixed workload: every home posts an offer every `offer_every_s` real seconds and cancels
@@ -122,6 +134,7 @@ impl Default for Scenario {
             hostile: Hostile::default(),
             sabotage: Vec::new(),
             workload: None,
+            dial: Dial::Sparse,
         }
     }
 }

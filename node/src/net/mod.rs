@@ -387,10 +387,19 @@ fn transport(
         .boxed())
 }
 
-/// Starts the swarm task.
+/// Takes a gossip message for validation straight from the swarm task (topic, id, forwarding
+/// peer, envelope bytes), without a hop through the node's own task: a message is forwarded
+/// only once its verdict is reported ([`NetHandle::report`]), so every hand-over on this path
+/// adds to each hop of propagation. Must not block; returns false when it cannot take the
+/// message (a full queue), which is then ignored.
+pub type GossipSink = Box<dyn FnMut(TopicKind, MessageId, PeerId, Vec<u8>) -> bool + Send>;
+
+/// Starts the swarm task. Gossip messages go to `gossip_sink` if given, else to the event
+/// channel as [`NetEvent::Gossip`].
 pub fn spawn(
     key: &NodeKey,
     cfg: NetConfig,
+    gossip_sink: Option<GossipSink>,
 ) -> anyhow::Result<(NetHandle, mpsc::Receiver<NetEvent>)> {
     let kp = keypair(key);
     let local = kp.public().to_peer_id();
@@ -451,6 +460,7 @@ pub fn spawn(
         static_external: cfg.external,
         last_external: Vec::new(),
         dropped_events: 0,
+        gossip_sink,
     };
     tokio::spawn(tracing::Instrument::in_current_span(task.run()));
     Ok((
@@ -556,6 +566,7 @@ struct SwarmTask {
     static_external: Vec<Multiaddr>,
     last_external: Vec<Multiaddr>,
     dropped_events: u64,
+    gossip_sink: Option<GossipSink>,
 }
 
 impl SwarmTask {
@@ -1079,20 +1090,34 @@ impl SwarmTask {
                         );
                     return;
                 };
-                let ev = NetEvent::Gossip {
-                    topic,
-                    id: message_id,
-                    source: propagation_source,
-                    data: message.data,
+                let taken = match &mut self.gossip_sink {
+                    Some(sink) => {
+                        let taken =
+                            sink(topic, message_id.clone(), propagation_source, message.data);
+                        if !taken {
+                            self.dropped_events += 1;
+                        }
+                        taken
+                    }
+                    None => self
+                        .send_event(NetEvent::Gossip {
+                            topic,
+                            id: message_id.clone(),
+                            source: propagation_source,
+                            data: message.data,
+                        })
+                        .is_ok(),
                 };
-                if let Err(NetEvent::Gossip { id, source, .. }) =
-                    self.send_event(ev).map_err(|b| *b)
-                {
+                if !taken {
                     // The node is overloaded: ignore rather than hold the message.
                     self.swarm
                         .behaviour_mut()
                         .gossipsub
-                        .report_message_validation_result(&id, &source, MessageAcceptance::Ignore);
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            MessageAcceptance::Ignore,
+                        );
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.sync_event(ev),

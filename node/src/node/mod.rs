@@ -581,9 +581,11 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
     };
     let span = info_span!("node", id = %key.node_id().short());
     let entered = span.clone().entered();
-    let (net, events) = net::spawn(&key, net_cfg)?;
+    let (work, work_rx) = worker::channel();
+    let (net, events) = net::spawn(&key, net_cfg, Some(worker::gossip_sink(work.clone())))?;
     let (out_tx, out_rx) = mpsc::channel(worker::WORK_QUEUE);
-    let work = worker::spawn(
+    worker::spawn(
+        work_rx,
         n.chain.clone(),
         n.roster.clone(),
         clock.clone(),
