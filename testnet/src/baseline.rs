@@ -136,7 +136,16 @@ pub async fn peer(a: PeerArgs) -> anyhow::Result<()> {
             std::fs::rename(&tmp, &a.out)?;
             written = true;
         }
-        let wait = Duration::from_millis(next.saturating_sub(now).clamp(1, 200));
+        // Until the next publication while publishing, then until the record is due, then
+        // idle (never a busy loop: it would take cores from the peers still forwarding).
+        let until = if now < a.stop_ms {
+            next
+        } else if !written {
+            a.write_ms
+        } else {
+            now + 1_000
+        };
+        let wait = Duration::from_millis(until.saturating_sub(now).clamp(1, 1_000));
         tokio::select! {
             ev = swarm.select_next_some() => {
                 if let SwarmEvent::Behaviour(gossipsub::Event::Message { message, .. }) = ev {
