@@ -306,7 +306,6 @@ pub const DUPLICATE_CACHE_SECS: u64 = 15;
 /// The homes' gossipsub heartbeat, ms.
 pub const HEARTBEAT_MS: u64 = 300;
 
-/// Home `i`'s data directory (the hostile home comes after the healthy ones).
 /// The earlier homes home `i` dials at start: those 1, 2, 4, 8, ... places before it. Every
 /// home is reachable from every other in O(log n) hops and has about 2·log2(n) connections
 /// (7 outgoing at most for 100 homes), as many as gossipsub's mesh wants, where dialling every
@@ -319,6 +318,7 @@ pub fn dial_targets(i: usize) -> Vec<usize> {
         .collect()
 }
 
+/// Home `i`'s data directory (the hostile home comes after the healthy ones).
 fn homes_dir(o: &Options, i: usize) -> PathBuf {
     if i < o.homes {
         o.out.join(format!("home-{i:02}"))
