@@ -118,6 +118,17 @@ pub struct WebServer {
     pub addr: SocketAddr,
     /// The one-time setup code, while no account exists.
     pub setup_code: Option<String>,
+    /// The same routes, to serve requests in-process (the dashboard benchmark drives them
+    /// with `tower::ServiceExt::oneshot`, without a socket).
+    router: Router,
+}
+
+impl WebServer {
+    /// The web server's router (every route, with its middleware and state), for serving
+    /// requests in-process.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
 }
 
 /// The file the setup code is written to (mode 0600) while no account exists, so that the
@@ -148,8 +159,9 @@ pub async fn spawn(
     let addr = listener.local_addr()?;
     let node = app.node.clone();
     let router = router(app);
+    let served = router.clone();
     tokio::spawn(async move {
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let service = served.into_make_service_with_connect_info::<SocketAddr>();
         // Stops with the node, letting go of the database (live streams end with it).
         let stopped = async move { node.stopped().await };
         if let Err(e) = axum::serve(listener, service)
@@ -163,7 +175,11 @@ pub async fn spawn(
     if let Some(code) = &setup_code {
         info!("first-run setup code: {code} (open the web UI to create the owner account)");
     }
-    Ok(WebServer { addr, setup_code })
+    Ok(WebServer {
+        addr,
+        setup_code,
+        router,
+    })
 }
 
 /// The whole router (used in-process by the tests).
