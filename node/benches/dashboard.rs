@@ -395,7 +395,7 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
     let web = running.web.as_ref().expect("the web UI is on");
-    let router = web.router();
+    let router = web.router().expect("the web server runs");
     let cookie = rt.block_on(sign_in(&router, web.setup_code.as_deref().unwrap()));
     rt.block_on(ui_first_load(&router));
 
@@ -485,6 +485,7 @@ fn main() {
     g.finish();
     c.final_summary();
 
+    drop(router);
     rt.block_on(async {
         running.handle.stop().await;
         let _ = running.task.await;

@@ -119,15 +119,20 @@ pub struct WebServer {
     /// The one-time setup code, while no account exists.
     pub setup_code: Option<String>,
     /// The same routes, to serve requests in-process (the dashboard benchmark drives them
-    /// with `tower::ServiceExt::oneshot`, without a socket).
-    router: Router,
+    /// with `tower::ServiceExt::oneshot`, without a socket), until the server stops: the
+    /// router holds the database open, so it is let go of with the server's.
+    router: Arc<std::sync::Mutex<Option<Router>>>,
 }
 
 impl WebServer {
     /// The web server's router (every route, with its middleware and state), for serving
-    /// requests in-process.
-    pub fn router(&self) -> Router {
-        self.router.clone()
+    /// requests in-process; `None` once the server has stopped. A clone kept keeps the
+    /// database open.
+    pub fn router(&self) -> Option<Router> {
+        self.router
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -159,9 +164,10 @@ pub async fn spawn(
     let addr = listener.local_addr()?;
     let node = app.node.clone();
     let router = router(app);
-    let served = router.clone();
+    let shared = Arc::new(std::sync::Mutex::new(Some(router.clone())));
+    let in_process = shared.clone();
     tokio::spawn(async move {
-        let service = served.into_make_service_with_connect_info::<SocketAddr>();
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
         // Stops with the node, letting go of the database (live streams end with it).
         let stopped = async move { node.stopped().await };
         if let Err(e) = axum::serve(listener, service)
@@ -170,6 +176,7 @@ pub async fn spawn(
         {
             warn!("the web server stopped: {e}");
         }
+        in_process.lock().unwrap_or_else(|e| e.into_inner()).take();
     });
     info!(%addr, "web UI listening");
     if let Some(code) = &setup_code {
@@ -178,7 +185,7 @@ pub async fn spawn(
     Ok(WebServer {
         addr,
         setup_code,
-        router,
+        router: shared,
     })
 }
 
