@@ -95,6 +95,53 @@ pub struct Minute {
     pub export_wh: u64,
 }
 
+/// Minutes summed: one minute, or a block of consecutive minutes as the store keeps them for
+/// the longer charts (`reading_blocks_v1`). Means over any set of minutes follow from sums of
+/// blocks and single minutes exactly: the same sums, divided by the same count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MinuteSum {
+    /// The first minute's start (a block's start), UTC ms.
+    pub start_ms: u64,
+    /// How many minutes are summed.
+    pub minutes: u32,
+    /// Sum of the minutes' mean grid power, W.
+    pub grid_w: i64,
+    /// Sum of the minutes' mean consumption, W.
+    pub load_w: i64,
+    /// Sum of the minutes' mean solar production, W.
+    pub solar_w: i64,
+    /// Sum of the minutes' mean battery power, W.
+    pub battery_w: i64,
+    /// Grid import register at the last minute, Wh.
+    pub import_wh: u64,
+    /// Grid export register at the last minute, Wh.
+    pub export_wh: u64,
+}
+
+impl MinuteSum {
+    /// Adds a later minute.
+    pub fn add(&mut self, m: &Minute) {
+        if self.minutes == 0 {
+            self.start_ms = m.minute_ms;
+        }
+        self.minutes += 1;
+        self.grid_w += i64::from(m.grid_w);
+        self.load_w += i64::from(m.load_w);
+        self.solar_w += i64::from(m.solar_w);
+        self.battery_w += i64::from(m.battery_w);
+        self.import_wh = m.import_wh;
+        self.export_wh = m.export_wh;
+    }
+}
+
+impl From<&Minute> for MinuteSum {
+    fn from(m: &Minute) -> MinuteSum {
+        let mut s = MinuteSum::default();
+        s.add(m);
+        s
+    }
+}
+
 /// A finished slot's meter figures.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SlotTotals {

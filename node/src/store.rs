@@ -14,7 +14,7 @@ use wattmesh_protocol::offer::OfferId;
 
 /// The schema this code writes. Bump it, and add a step to [`Store::migrate`], when a table's
 /// layout changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
 /// Charter envelopes by version.
@@ -32,6 +32,15 @@ const ATTESTATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("attest
 const COMMITMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("commitments_v1");
 /// Per-minute readings by minute start (UTC ms): postcard of `metering::Minute`.
 const READINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("readings_v1");
+/// The same readings summed per block of [`READING_BLOCK_MS`], by the block's start (UTC ms):
+/// postcard of [`StoredBlock`]. Written in the same transaction as the minutes they sum, so
+/// the charts over days read a row per block instead of a row per minute (schema 2).
+const READING_BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("reading_blocks_v1");
+
+/// The length of a block of `reading_blocks_v1`: 15 minutes, so that blocks line up with every
+/// hour, with 15-minute slots, and with local days in every time zone (UTC offsets are whole
+/// quarter hours).
+pub const READING_BLOCK_MS: u64 = 15 * 60_000;
 /// Settlements we are party to, by the 40-byte trade id: postcard of the state, the envelope
 /// and the dispute reason.
 const SETTLEMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("settlements_v1");
@@ -128,6 +137,7 @@ impl_from!(
 );
 
 pub use crate::market::{DocState, Record, SettleState, TradeState};
+use crate::metering::{Minute, MinuteSum};
 use wattmesh_protocol::Hash32;
 use wattmesh_protocol::envelope::Envelope;
 use wattmesh_protocol::ledger::document_hash;
@@ -164,6 +174,77 @@ fn trade_state_from(b: u8) -> Option<TradeState> {
         2 => Some(TradeState::Agreed),
         _ => None,
     }
+}
+
+/// A block of readings as stored (its start is the key).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredBlock {
+    minutes: u32,
+    grid_w: i64,
+    load_w: i64,
+    solar_w: i64,
+    battery_w: i64,
+    import_wh: u64,
+    export_wh: u64,
+}
+
+impl StoredBlock {
+    fn of(s: &MinuteSum) -> StoredBlock {
+        StoredBlock {
+            minutes: s.minutes,
+            grid_w: s.grid_w,
+            load_w: s.load_w,
+            solar_w: s.solar_w,
+            battery_w: s.battery_w,
+            import_wh: s.import_wh,
+            export_wh: s.export_wh,
+        }
+    }
+
+    fn sum(&self, start_ms: u64) -> MinuteSum {
+        MinuteSum {
+            start_ms,
+            minutes: self.minutes,
+            grid_w: self.grid_w,
+            load_w: self.load_w,
+            solar_w: self.solar_w,
+            battery_w: self.battery_w,
+            import_wh: self.import_wh,
+            export_wh: self.export_wh,
+        }
+    }
+}
+
+fn block_of(minute_ms: u64) -> u64 {
+    minute_ms - minute_ms % READING_BLOCK_MS
+}
+
+/// Recomputes the stored sums of the blocks starting at `blocks` from the minutes stored in
+/// them (a block with no minute left is removed). Rows that do not decode are left out, as
+/// they are when minutes are read.
+fn rebuild_blocks(
+    tx: &redb::WriteTransaction,
+    blocks: impl IntoIterator<Item = u64>,
+) -> Result<(), StoreError> {
+    let minutes = tx.open_table(READINGS)?;
+    let mut t = tx.open_table(READING_BLOCKS)?;
+    for b in blocks {
+        let mut sum = MinuteSum::default();
+        for row in minutes.range(b..b + READING_BLOCK_MS)? {
+            if let Ok(m) = postcard::from_bytes::<Minute>(row?.1.value()) {
+                sum.add(&m);
+            }
+        }
+        if sum.minutes == 0 {
+            t.remove(b)?;
+        } else {
+            let bytes = postcard::to_stdvec(&StoredBlock::of(&sum)).map_err(|e| {
+                StoreError::Db(redb::Error::Corrupted(format!("encoding a block: {e}")))
+            })?;
+            t.insert(b, bytes.as_slice())?;
+        }
+    }
+    Ok(())
 }
 
 /// A settlement as stored.
@@ -216,11 +297,29 @@ impl Store {
                     found: v,
                 });
             }
-            // Schema 1 is the first; later versions add their steps here, in order.
+            // Later versions add their steps here, in order.
             Some(_) => {}
         }
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::Immediate)?;
+        if found == Some(1) {
+            // 1 -> 2: the readings' blocks, summed from the stored minutes (a year of minutes
+            // is about 35 000 blocks). An older wattmesh refuses the database from here on
+            // (TooNew), so its writes can never leave the blocks behind the minutes.
+            let blocks: std::collections::BTreeSet<u64> = {
+                let t = tx.open_table(READINGS)?;
+                let mut set = std::collections::BTreeSet::new();
+                for row in t.iter()? {
+                    set.insert(block_of(row?.0.value()));
+                }
+                set
+            };
+            tracing::info!(
+                blocks = blocks.len(),
+                "database schema 1 -> 2: summing the stored readings per 15 minutes"
+            );
+            rebuild_blocks(&tx, blocks)?;
+        }
         {
             let mut meta = tx.open_table(META)?;
             meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
@@ -231,6 +330,7 @@ impl Store {
             tx.open_table(ATTESTATIONS)?;
             tx.open_table(COMMITMENTS)?;
             tx.open_table(READINGS)?;
+            tx.open_table(READING_BLOCKS)?;
             tx.open_table(SETTLEMENTS)?;
             tx.open_table(ROSTER)?;
             tx.open_table(REKEYS)?;
@@ -804,26 +904,30 @@ impl Store {
         Ok(out)
     }
 
-    /// Stores per-minute readings. Batched and not immediately durable: readings are not
-    /// signed, and at worst the last minutes before a power cut are lost (the attestations,
-    /// which carry the registers, are committed durably before they are signed).
+    /// Stores per-minute readings (minute start, postcard of [`Minute`]), and the sums of the
+    /// blocks they fall in, in one transaction. Batched and not immediately durable: readings
+    /// are not signed, and at worst the last minutes before a power cut are lost (the
+    /// attestations, which carry the registers, are committed durably before they are signed).
     pub fn put_readings(&self, items: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
         if items.is_empty() {
             return Ok(());
         }
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::None)?;
+        let mut blocks = std::collections::BTreeSet::new();
         {
             let mut t = tx.open_table(READINGS)?;
             for (minute, bytes) in items {
                 t.insert(*minute, bytes.as_slice())?;
+                blocks.insert(block_of(*minute));
             }
         }
+        rebuild_blocks(&tx, blocks)?;
         tx.commit()?;
         Ok(())
     }
 
-    /// Readings for minutes in `[from, to)`.
+    /// Readings for minutes in `[from, to)`, as stored.
     pub fn readings(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(READINGS)?;
@@ -835,7 +939,60 @@ impl Store {
         Ok(out)
     }
 
-    /// Deletes readings older than `before`.
+    /// Readings for minutes in `[from, to)`, decoded (rows that do not decode are left out).
+    pub fn minutes(&self, from: u64, to: u64) -> Result<Vec<Minute>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(READINGS)?;
+        let mut out = Vec::new();
+        for row in t.range(from..to)? {
+            if let Ok(m) = postcard::from_bytes::<Minute>(row?.1.value()) {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The readings for minutes in `[from, to)`, in time order, summed: a sum per block of
+    /// [`READING_BLOCK_MS`] that lies wholly in the range, and a sum of one minute for each
+    /// minute in the part-blocks at either end. Reads a row per block, not per minute.
+    pub fn minute_sums(&self, from: u64, to: u64) -> Result<Vec<MinuteSum>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let tx = self.db.begin_read()?;
+        let minutes = tx.open_table(READINGS)?;
+        let blocks = tx.open_table(READING_BLOCKS)?;
+        let whole_from = from
+            .div_ceil(READING_BLOCK_MS)
+            .saturating_mul(READING_BLOCK_MS);
+        let whole_to = to - to % READING_BLOCK_MS;
+        let mut out = Vec::new();
+        let singles = |out: &mut Vec<MinuteSum>, a: u64, b: u64| -> Result<(), StoreError> {
+            if a < b {
+                for row in minutes.range(a..b)? {
+                    if let Ok(m) = postcard::from_bytes::<Minute>(row?.1.value()) {
+                        out.push(MinuteSum::from(&m));
+                    }
+                }
+            }
+            Ok(())
+        };
+        if whole_from >= whole_to {
+            singles(&mut out, from, to)?;
+            return Ok(out);
+        }
+        singles(&mut out, from, whole_from)?;
+        for row in blocks.range(whole_from..whole_to)? {
+            let (k, v) = row?;
+            if let Ok(b) = postcard::from_bytes::<StoredBlock>(v.value()) {
+                out.push(b.sum(k.value()));
+            }
+        }
+        singles(&mut out, whole_to, to)?;
+        Ok(out)
+    }
+
+    /// Deletes readings older than `before`, and their blocks.
     pub fn prune_readings(&self, before: u64) -> Result<usize, StoreError> {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::None)?;
@@ -850,6 +1007,18 @@ impl Store {
             for k in keys {
                 t.remove(k)?;
             }
+            let mut b = tx.open_table(READING_BLOCKS)?;
+            let gone: Vec<u64> = b
+                .range(..block_of(before))?
+                .filter_map(|r| r.ok().map(|(k, _)| k.value()))
+                .collect();
+            for k in gone {
+                b.remove(k)?;
+            }
+        }
+        // The block `before` falls in may have lost some of its minutes.
+        if n > 0 && before % READING_BLOCK_MS != 0 {
+            rebuild_blocks(&tx, [block_of(before)])?;
         }
         tx.commit()?;
         Ok(n)
@@ -943,6 +1112,121 @@ mod tests {
             1
         );
         assert!(s.records().unwrap().is_empty());
+    }
+
+    /// Minutes of a made-up home from `from` for `n` minutes, with gaps (the node was down).
+    fn some_minutes(from: u64, n: u64) -> Vec<(u64, Vec<u8>)> {
+        let mut import = 1_000u64;
+        (0..n)
+            .filter(|i| i % 97 < 90 && i % 1_440 != 700)
+            .map(|i| {
+                let t = from + i * 60_000;
+                let grid = ((i * 7_919) % 5_000) as i32 - 2_000;
+                import += u64::from(grid.max(0).unsigned_abs()) / 60;
+                let m = Minute {
+                    minute_ms: t,
+                    grid_w: grid,
+                    load_w: 300 + (i % 1_000) as i32,
+                    solar_w: ((i * 31) % 4_000) as i32,
+                    battery_w: (i % 13) as i32 - 6,
+                    import_wh: import,
+                    export_wh: i / 3,
+                };
+                (t, postcard::to_allocvec(&m).unwrap())
+            })
+            .collect()
+    }
+
+    /// Steps from the blocks are the steps from the minutes, whatever the range's ends.
+    fn check_sums(s: &Store, from: u64, to: u64) {
+        use crate::web::export::{aggregate, aggregate_sums};
+        let minutes = s.minutes(from, to).unwrap();
+        // Steps start at the local midnight before `from` (as the API aligns them), at
+        // UTC-6, UTC+5:30, UTC+5:45 and UTC, or at the epoch (the CSV's slots).
+        let day = 86_400_000i64;
+        let origins = [-360i64, 330, 345, 0]
+            .map(|off| {
+                let shifted = from as i64 + off * 60_000;
+                (shifted - shifted.rem_euclid(day) - off * 60_000) as u64
+            })
+            .into_iter()
+            .chain([0]);
+        for origin in origins {
+            for step in [READING_BLOCK_MS, 3_600_000, 86_400_000] {
+                let from_blocks = aggregate_sums(s.minute_sums(from, to).unwrap(), step, origin);
+                let from_minutes = aggregate(&minutes, step, origin);
+                assert!(
+                    from_blocks == from_minutes,
+                    "{from}..{to} step {step} origin {origin}: {} steps from blocks, {} from \
+                     minutes, first difference {:?}",
+                    from_blocks.len(),
+                    from_minutes.len(),
+                    from_blocks.iter().zip(&from_minutes).find(|(a, b)| a != b)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn readings_summed_per_block_give_the_same_steps_as_minutes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db.redb")).unwrap();
+        let t0 = 1_782_000_420_000; // 2026-06-21 00:07 UTC: not on a block boundary
+        let rows = some_minutes(t0, 3 * 1_440 + 17);
+        // In uneven batches, one of them written twice.
+        for chunk in rows.chunks(611) {
+            s.put_readings(chunk).unwrap();
+        }
+        s.put_readings(&rows[100..200]).unwrap();
+        let end = t0 + (3 * 1_440 + 17) * 60_000;
+        for (from, to) in [
+            (t0, end),
+            (t0 - 3_600_000, end + 3_600_000),
+            (t0 + 7 * 60_000, end - 11 * 60_000),
+            (t0 + 60_000, t0 + 10 * 60_000),
+            (1_782_000_900_000, 1_782_090_000_000),
+        ] {
+            check_sums(&s, from, to);
+        }
+        // Blocks read a row per 15 minutes: 00:15 to 01:00 the next day is 99 blocks (every
+        // block has minutes: the gaps are 7 minutes long).
+        let whole = s.minute_sums(1_782_000_900_000, 1_782_090_000_000).unwrap();
+        assert_eq!(whole.len(), 99);
+        assert!(whole.iter().all(|b| b.minutes > 1));
+        assert!(s.minute_sums(end, t0).unwrap().is_empty());
+
+        // Pruning mid-block keeps the blocks in step with the minutes left.
+        let before = t0 + 1_440 * 60_000 + 7 * 60_000;
+        assert!(s.prune_readings(before).unwrap() > 0);
+        check_sums(&s, t0, end);
+        assert_eq!(s.minutes(t0, end).unwrap()[0].minute_ms, before);
+        assert_eq!(s.minute_sums(t0, end).unwrap()[0].minutes, 1);
+    }
+
+    #[test]
+    fn a_schema_1_database_gets_its_reading_blocks_on_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let t0 = 1_782_043_200_000;
+        let end = t0 + 2 * 1_440 * 60_000;
+        let expected = {
+            let s = Store::open(&path).unwrap();
+            s.put_readings(&some_minutes(t0, 2 * 1_440)).unwrap();
+            let expected = s.minute_sums(t0, end).unwrap();
+            // What schema 1 held: the minutes, no blocks.
+            let mut tx = s.db.begin_write().unwrap();
+            tx.set_durability(Durability::Immediate).unwrap();
+            tx.delete_table(READING_BLOCKS).unwrap();
+            tx.commit().unwrap();
+            s.put_meta("schema_version", &1u32.to_le_bytes()).unwrap();
+            assert!(s.minute_sums(t0, end).is_err());
+            expected
+        };
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), Some(2));
+        assert_eq!(s.minute_sums(t0, end).unwrap(), expected);
+        assert_eq!(expected.len(), 2 * 96); // from 12:00, two days of whole blocks
+        check_sums(&s, t0, end);
     }
 
     #[test]

@@ -5,7 +5,9 @@ use super::auth::{Session, body};
 use super::export::{self, Step};
 use super::{ApiError, App};
 use crate::book::OfferView;
+use crate::metering::{Minute, MinuteSum};
 use crate::node::{InviteArgs, PostOffer, SideArg, TradeView};
+use crate::store::READING_BLOCK_MS;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -156,12 +158,47 @@ async fn readings(State(app): State<App>, q: Q<Range>) -> Result<Json<Vec<Step>>
             "per-minute readings for at most 7 days at a time",
         ));
     }
-    let minutes = app.node.readings(from, to).await?;
-    Ok(Json(export::aggregate(
-        &minutes,
-        step_ms,
-        local_midnight(from, offset),
-    )))
+    let origin = local_midnight(from, offset);
+    let sums = minute_sums(&app, from, to, step_ms, origin).await?;
+    Ok(Json(export::aggregate_sums(sums, step_ms, origin)))
+}
+
+/// The readings for minutes in `[from, to)`, read from the store on a blocking thread (the node
+/// task is not held up by a long range).
+async fn minutes(app: &App, from: u64, to: u64) -> Result<Vec<Minute>, ApiError> {
+    let store = app.store.clone();
+    tokio::task::spawn_blocking(move || store.minutes(from, to))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+}
+
+/// The readings for minutes in `[from, to)`, summed for steps of `step_ms` from `origin`:
+/// from the store's 15-minute blocks when every block lies within one step (a row per block),
+/// else minute by minute (a row per minute).
+async fn minute_sums(
+    app: &App,
+    from: u64,
+    to: u64,
+    step_ms: u64,
+    origin: u64,
+) -> Result<Vec<MinuteSum>, ApiError> {
+    let blocks_fit = step_ms % READING_BLOCK_MS == 0 && origin % READING_BLOCK_MS == 0;
+    let store = app.store.clone();
+    tokio::task::spawn_blocking(move || {
+        if blocks_fit {
+            store.minute_sums(from, to)
+        } else {
+            Ok(store
+                .minutes(from, to)?
+                .iter()
+                .map(MinuteSum::from)
+                .collect())
+        }
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)
 }
 
 #[derive(Debug, Serialize)]
@@ -179,10 +216,7 @@ async fn summary(State(app): State<App>) -> Result<Json<Summary>, ApiError> {
     let now = app.node.status().await?.now_ms;
     let offset = offset_minutes(&app).await?;
     let start = local_midnight(now, offset);
-    let minutes = app
-        .node
-        .readings(start.saturating_sub(60_000), now + 1)
-        .await?;
+    let minutes = minutes(&app, start.saturating_sub(60_000), now + 1).await?;
     let (before, today): (Vec<_>, Vec<_>) = minutes.into_iter().partition(|m| m.minute_ms < start);
     let energy = export::day_energy(before.last(), &today);
     let c = app.node.charter().await?;
@@ -619,8 +653,7 @@ async fn export_readings(State(app): State<App>, q: Q<ExportRange>) -> Result<Re
         now,
     )?;
     let slot_ms = u64::from(app.node.charter().await?.slot_minutes) * 60_000;
-    let minutes = app.node.readings(from, to).await?;
-    let steps = export::aggregate(&minutes, slot_ms, 0);
+    let steps = export::aggregate_sums(minute_sums(&app, from, to, slot_ms, 0).await?, slot_ms, 0);
     let rows = steps.windows(2).map(|w| {
         let (a, b) = (&w[0], &w[1]);
         vec![

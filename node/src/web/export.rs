@@ -1,7 +1,7 @@
 //! Pure helpers behind the dashboard, statements and CSV downloads: aggregating per-minute
 //! readings, a day's energy summary, CSV rendering (statements are in [`crate::ledger`]).
 
-use crate::metering::Minute;
+use crate::metering::{Minute, MinuteSum};
 use crate::node::TradeView;
 use serde::Serialize;
 
@@ -27,31 +27,44 @@ pub struct Step {
 /// Averages minutes into steps of `step_ms` aligned to `origin_ms` (a local midnight for
 /// days, so days are the owner's days).
 pub fn aggregate(minutes: &[Minute], step_ms: u64, origin_ms: u64) -> Vec<Step> {
+    aggregate_sums(minutes.iter().map(MinuteSum::from), step_ms, origin_ms)
+}
+
+/// [`aggregate`] from sums of minutes in time order (single minutes, or the store's blocks
+/// where each block lies within one step): the same steps as from the minutes themselves.
+pub fn aggregate_sums(
+    sums: impl IntoIterator<Item = MinuteSum>,
+    step_ms: u64,
+    origin_ms: u64,
+) -> Vec<Step> {
     let step_ms = step_ms.max(60_000);
     let mut out: Vec<(Step, i64)> = Vec::new();
-    for m in minutes {
-        let start = m.minute_ms - (m.minute_ms.wrapping_sub(origin_ms) % step_ms);
+    for m in sums {
+        if m.minutes == 0 {
+            continue;
+        }
+        let start = m.start_ms - (m.start_ms.wrapping_sub(origin_ms) % step_ms);
         match out.last_mut() {
             Some((s, n)) if s.t == start => {
-                s.grid_w += i64::from(m.grid_w);
-                s.load_w += i64::from(m.load_w);
-                s.solar_w += i64::from(m.solar_w);
-                s.battery_w += i64::from(m.battery_w);
+                s.grid_w += m.grid_w;
+                s.load_w += m.load_w;
+                s.solar_w += m.solar_w;
+                s.battery_w += m.battery_w;
                 s.import_wh = m.import_wh;
                 s.export_wh = m.export_wh;
-                *n += 1;
+                *n += i64::from(m.minutes);
             }
             _ => out.push((
                 Step {
                     t: start,
-                    grid_w: i64::from(m.grid_w),
-                    load_w: i64::from(m.load_w),
-                    solar_w: i64::from(m.solar_w),
-                    battery_w: i64::from(m.battery_w),
+                    grid_w: m.grid_w,
+                    load_w: m.load_w,
+                    solar_w: m.solar_w,
+                    battery_w: m.battery_w,
                     import_wh: m.import_wh,
                     export_wh: m.export_wh,
                 },
-                1,
+                i64::from(m.minutes),
             )),
         }
     }
