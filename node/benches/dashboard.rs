@@ -505,6 +505,39 @@ fn main() {
     g.finish();
     c.final_summary();
 
+    // Criterion's figures are medians of samples that each average many requests; the target
+    // is a median request, so also time requests one by one.
+    const N: usize = 300;
+    let pct = |t: &mut Vec<Duration>| {
+        t.sort();
+        let at = |q: f64| t[((t.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
+        format!(
+            "p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms ({N} requests one after another)",
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            at(1.0)
+        )
+    };
+    for (name, path) in &routes {
+        let mut t: Vec<Duration> = (0..N)
+            .map(|_| {
+                let s = Instant::now();
+                rt.block_on(get(&router, path, &cookie));
+                s.elapsed()
+            })
+            .collect();
+        println!("latency {name}: {}", pct(&mut t));
+    }
+    let mut t: Vec<Duration> = (0..N)
+        .map(|_| {
+            let s = Instant::now();
+            rt.block_on(first_live_event(&router, &cookie));
+            s.elapsed()
+        })
+        .collect();
+    println!("latency live_first_event: {}", pct(&mut t));
+
     drop(router);
     rt.block_on(async {
         running.handle.stop().await;
