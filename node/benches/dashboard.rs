@@ -112,11 +112,12 @@ fn mb(bytes: u64) -> String {
 }
 
 /// What redb says about the database at `path` (closed): the pages it uses, and the tables
-/// that hold readings (entries, pages, the bytes of their keys and values).
-fn print_tables(path: &Path) {
+/// that hold readings (entries, pages, the bytes of their keys and values). Returns the bytes
+/// of the pages allocated.
+fn print_tables(path: &Path) -> u64 {
     use redb::{ReadableDatabase, ReadableTableMetadata, TableHandle};
     let db = redb::Database::open(path).unwrap();
-    {
+    let allocated = {
         let w = db.begin_write().unwrap();
         let st = w.stats().unwrap();
         println!(
@@ -128,7 +129,8 @@ fn print_tables(path: &Path) {
             mb(st.fragmented_bytes())
         );
         w.abort().unwrap();
-    }
+        st.allocated_pages() * st.page_size() as u64
+    };
     let r = db.begin_read().unwrap();
     for h in r.list_tables().unwrap() {
         if !h.name().contains("reading") {
@@ -147,11 +149,12 @@ fn print_tables(path: &Path) {
             mb(st.fragmented_bytes())
         );
     }
+    allocated
 }
 
 /// Founds a neighbourhood in `dir`, fills its database with `days` of readings ending at
-/// `end_ms`, and prints the database's size figures.
-fn prepare(dir: &Path, days: u64, end_ms: u64) {
+/// `end_ms`, and prints the database's size figures; returns them for the JSON summary.
+fn prepare(dir: &Path, days: u64, end_ms: u64) -> serde_json::Value {
     let db = dir.join("wattmesh.redb");
     let store = Store::open(&db).unwrap();
     let (key, _) = wattmesh_node::identity::load_or_create(&dir.join("node.key")).unwrap();
@@ -181,7 +184,7 @@ fn prepare(dir: &Path, days: u64, end_ms: u64) {
         mb(stored),
         stored as f64 / minutes as f64
     );
-    print_tables(&db);
+    let allocated = print_tables(&db);
     let copy = dir.join("compacted.redb");
     std::fs::copy(&db, &copy).unwrap();
     {
@@ -197,6 +200,7 @@ fn prepare(dir: &Path, days: u64, end_ms: u64) {
         mb(file_size(&copy))
     );
     print_tables(&copy);
+    let compacted = file_size(&copy);
     std::fs::remove_file(&copy).unwrap();
 
     // Opening the year as a schema-1 database (minutes only, as wattmesh before schema 2 left
@@ -218,9 +222,10 @@ fn prepare(dir: &Path, days: u64, end_ms: u64) {
     }
     let t = Instant::now();
     let migrated = Store::open(&copy).unwrap();
+    let migration = t.elapsed().as_secs_f64();
     println!(
-        "migration: opening the year as a schema-1 database (no blocks) took {:.2} s, schema {:?} after",
-        t.elapsed().as_secs_f64(),
+        "migration: opening the year as a schema-1 database (no blocks) took {migration:.2} s, \
+         schema {:?} after",
         migrated.schema_version().unwrap()
     );
     drop(migrated);
@@ -257,6 +262,18 @@ fn prepare(dir: &Path, days: u64, end_ms: u64) {
         print_tables(&path);
         std::fs::remove_file(&path).unwrap();
     }
+    serde_json::json!({
+        "days": days,
+        "minutes": minutes,
+        "fill_seconds": took.as_secs_f64(),
+        // A row holds the mean power of the grid, consumption, solar and battery channels (and
+        // the grid's registers).
+        "channels_per_row": 4,
+        "file_bytes": full,
+        "allocated_bytes": allocated,
+        "compacted_file_bytes": compacted,
+        "migration_seconds": migration,
+    })
 }
 
 /// A request as the browser app sends it: session cookie, same host, compression accepted.
@@ -302,8 +319,8 @@ async fn first_live_event(router: &Router, cookie: &str) -> usize {
 
 /// The UI's first load as a browser makes it: `/`, then every asset `index.html` references
 /// (stylesheets, scripts, icons that are not `data:` URLs), with `Accept-Encoding: br, gzip`.
-/// Prints each file's bytes on the wire and its encoding; returns the total body bytes.
-async fn ui_first_load(router: &Router) -> usize {
+/// Prints each file's bytes on the wire and its encoding; returns them.
+async fn ui_first_load(router: &Router) -> serde_json::Value {
     async fn fetch(router: &Router, path: &str) -> (Vec<u8>, String) {
         let req = Request::builder()
             .uri(path)
@@ -326,6 +343,7 @@ async fn ui_first_load(router: &Router) -> usize {
     let (html, enc) = fetch(router, "/").await;
     let mut total = html.len();
     println!("ui: / {} B ({enc})", html.len());
+    let mut files = vec![serde_json::json!({ "path": "/", "bytes": html.len(), "encoding": enc })];
     // index.html itself, uncompressed, to find the references.
     let page = {
         let req = Request::builder()
@@ -352,12 +370,13 @@ async fn ui_first_load(router: &Router) -> usize {
         let (body, enc) = fetch(router, &r).await;
         println!("ui: {r} {} B ({enc})", body.len());
         total += body.len();
+        files.push(serde_json::json!({ "path": r, "bytes": body.len(), "encoding": enc }));
     }
     println!(
         "ui: first load {total} B ({:.1} KB) of response bodies",
         total as f64 / 1024.0
     );
-    total
+    serde_json::json!({ "total_bytes": total, "files": files })
 }
 
 /// The owner account, created with the setup code; the session cookie.
@@ -394,7 +413,7 @@ fn main() {
         .unwrap()
         .as_millis() as u64;
     let end = now - now % MINUTE_MS;
-    prepare(dir.path(), days, end);
+    let mut figures = serde_json::json!({ "database": prepare(dir.path(), days, end) });
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -431,7 +450,7 @@ fn main() {
     let web = running.web.as_ref().expect("the web UI is on");
     let router = web.router().expect("the web server runs");
     let cookie = rt.block_on(sign_in(&router, web.setup_code.as_deref().unwrap()));
-    rt.block_on(ui_first_load(&router));
+    figures["ui"] = rt.block_on(ui_first_load(&router));
 
     // What the dashboard asks for (web-ui/src/main.jsx, api.js, pages/dashboard.jsx): the
     // shell's status and charter; Today (summary); History, 24 h per slot by default (the
@@ -535,9 +554,14 @@ fn main() {
     // Criterion's figures are medians of samples that each average many requests; the target
     // is a median request, so also time requests one by one.
     const N: usize = 300;
-    let pct = |t: &mut Vec<Duration>| {
+    let mut latency = serde_json::Map::new();
+    let mut pct = |name: &str, t: &mut Vec<Duration>| {
         t.sort();
         let at = |q: f64| t[((t.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
+        latency.insert(
+            name.to_owned(),
+            serde_json::json!({ "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0), "requests": N }),
+        );
         format!(
             "p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms ({N} requests one after another)",
             at(0.5),
@@ -554,7 +578,7 @@ fn main() {
                 s.elapsed()
             })
             .collect();
-        println!("latency {name}: {}", pct(&mut t));
+        println!("latency {name}: {}", pct(name, &mut t));
     }
     let mut t: Vec<Duration> = (0..N)
         .map(|_| {
@@ -563,7 +587,15 @@ fn main() {
             s.elapsed()
         })
         .collect();
-    println!("latency live_first_event: {}", pct(&mut t));
+    println!(
+        "latency live_first_event: {}",
+        pct("live_first_event", &mut t)
+    );
+    figures["latency_ms"] = serde_json::Value::Object(latency);
+    // The figures for scripts/bench-web, when it asks for them.
+    if let Some(path) = std::env::var_os("WATTMESH_BENCH_JSON") {
+        std::fs::write(&path, serde_json::to_string_pretty(&figures).unwrap()).unwrap();
+    }
 
     drop(router);
     rt.block_on(async {
