@@ -56,8 +56,12 @@ pub fn found_fast(dir: &Path) -> Neighbourhood {
     std::fs::create_dir_all(dir).unwrap();
     let store = Store::open(&dir.join("wattmesh.redb")).unwrap();
     let (key, _) = wattmesh_node::identity::load_or_create(&dir.join("node.key")).unwrap();
+    // Every neighbourhood its own id (taken from the founder's fresh key): tests in one
+    // process share the founders list that `join` looks the admin up in.
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&key.node_id().0[..16]);
     let mut c = wattmesh_protocol::Charter::founding(
-        wattmesh_protocol::NeighbourhoodId([0x42; 16]),
+        wattmesh_protocol::NeighbourhoodId(id),
         "Fast Lane",
         key.node_id(),
         0,
