@@ -1,14 +1,19 @@
-//! The validation worker: a dedicated thread that owns the stateful [`Validator`] and checks
-//! every incoming message (signatures included) off the swarm task and off the async runtime.
-//! It reports each gossip message's verdict straight to the network and hands accepted
-//! messages to the node.
+//! Validation: every incoming message is checked (signatures included) against one stateful
+//! [`Validator`] and the charter chain, shared behind a lock by two callers. Offers,
+//! attestations and commitments arriving by gossip are checked on the swarm task itself as they
+//! arrive ([`gossip_sink`]): a message is forwarded only once its verdict is in, so a hand-over
+//! to another thread (and waiting for a core there) would add to every hop of propagation.
+//! Everything else (membership records, whose checks write the shared roster, and bulk sync)
+//! goes to a dedicated thread ([`spawn`]), off the swarm task and off the async runtime. Both
+//! hand accepted messages to the node as [`Outcome`]s.
 
 use crate::clock::Clock;
 use crate::neighbourhood::{self, SharedRoster};
-use crate::net::NetHandle;
 use crate::net::behaviour::TopicKind;
+use crate::net::{NetHandle, SinkVerdict};
 use libp2p::PeerId;
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 use tracing::debug;
 use wattmesh_protocol::attestation::{AttestationCommitment, MeterAttestation, chain_hash};
@@ -56,8 +61,6 @@ pub enum Work {
         /// Where the answer goes (the node's reply token).
         reply: u64,
     },
-    /// A new charter chain (a charter version was added).
-    Chain(Box<CharterChain>),
 }
 
 /// What the worker found.
@@ -182,56 +185,145 @@ pub fn check_private(
     })
 }
 
-/// How many messages may wait for the worker.
+/// How many messages may wait for the worker, and how many outcomes for the node.
 pub const WORK_QUEUE: usize = 8192;
 
-/// The worker's queue (made before the network starts, so that the swarm task can hand gossip
-/// to the worker directly: [`gossip_sink`]).
+/// The worker's queue (made before the network starts, so that the swarm task can hand
+/// membership gossip to the worker directly: [`gossip_sink`]).
 pub fn channel() -> (mpsc::Sender<Work>, mpsc::Receiver<Work>) {
     mpsc::channel::<Work>(WORK_QUEUE)
 }
 
-/// The network's way into the worker's queue for gossip.
-pub fn gossip_sink(tx: mpsc::Sender<Work>) -> crate::net::GossipSink {
+/// What the checks share: the replay windows and the charter chain.
+struct State {
+    validator: Validator,
+    chain: CharterChain,
+}
+
+/// The checks, shared by the swarm task ([`gossip_sink`]) and the worker thread ([`spawn`]).
+#[derive(Clone)]
+pub struct Checks {
+    state: Arc<Mutex<State>>,
+    roster: SharedRoster,
+    clock: Clock,
+    out: mpsc::Sender<Outcome>,
+}
+
+impl std::fmt::Debug for Checks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checks").finish_non_exhaustive()
+    }
+}
+
+impl Checks {
+    /// Checks against `chain` and the members in `roster`, handing outcomes to `out`.
+    pub fn new(
+        chain: CharterChain,
+        roster: SharedRoster,
+        clock: Clock,
+        out: mpsc::Sender<Outcome>,
+    ) -> Checks {
+        Checks {
+            state: Arc::new(Mutex::new(State {
+                validator: Validator::new(),
+                chain,
+            })),
+            roster,
+            clock,
+            out,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves nothing half-written that matters here: the
+        // validator's windows are caches.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checks a gossip message (not from the members topic) as of now: its verdict for the
+    /// network, and what the node is told.
+    fn judge(&self, topic: TopicKind, data: &[u8]) -> (MessageAcceptance, Outcome) {
+        let now = self.clock.now_ms();
+        let result = {
+            let mut st = self.state();
+            let State { validator, chain } = &mut *st;
+            let members = neighbourhood::read(&self.roster);
+            validator.validate_gossip(data, chain, &members, now)
+        };
+        match result {
+            Ok(a) if topic_matches(topic, &a) => (
+                MessageAcceptance::Accept,
+                Outcome::Accepted {
+                    accepted: Box::new(a),
+                    synced: false,
+                },
+            ),
+            Ok(_) => (
+                MessageAcceptance::Reject,
+                Outcome::Refused {
+                    why: Invalid::Field("topic"),
+                    synced: false,
+                },
+            ),
+            Err(why) => {
+                debug!(%why, "refused a gossip message");
+                let acceptance = if why.is_provable() {
+                    MessageAcceptance::Reject
+                } else {
+                    MessageAcceptance::Ignore
+                };
+                (acceptance, Outcome::Refused { why, synced: false })
+            }
+        }
+    }
+}
+
+/// The network's way into validation: offers, attestations and commitments are judged at once
+/// on the swarm task; membership messages are queued for the worker thread, which reports
+/// their verdicts later.
+pub fn gossip_sink(checks: Checks, work: mpsc::Sender<Work>) -> crate::net::GossipSink {
     Box::new(move |topic, id, source, data| {
-        tx.try_send(Work::Gossip {
-            topic,
-            id,
-            source,
-            data,
-        })
-        .is_ok()
+        if topic == TopicKind::Members {
+            return match work.try_send(Work::Gossip {
+                topic,
+                id,
+                source,
+                data,
+            }) {
+                Ok(()) => SinkVerdict::Later,
+                Err(_) => SinkVerdict::Dropped,
+            };
+        }
+        let (acceptance, outcome) = checks.judge(topic, &data);
+        match checks.out.try_send(outcome) {
+            Ok(()) => SinkVerdict::Now(acceptance),
+            // The node is not keeping up: it never sees the message, so it is not forwarded
+            // either (ignored, not rejected: the sender did nothing wrong).
+            Err(_) => SinkVerdict::Dropped,
+        }
     })
 }
 
 /// Starts the worker thread on the queue from [`channel`].
-pub fn spawn(
-    mut rx: mpsc::Receiver<Work>,
-    chain: CharterChain,
-    roster: SharedRoster,
-    clock: Clock,
-    net: NetHandle,
-    out: mpsc::Sender<Outcome>,
-) -> std::io::Result<()> {
+pub fn spawn(mut rx: mpsc::Receiver<Work>, checks: Checks, net: NetHandle) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("wattmesh-validate".into())
         .spawn(move || {
-            let mut chain = chain;
-            let mut v = Validator::new();
+            let out = checks.out.clone();
             while let Some(work) = rx.blocking_recv() {
-                let now = clock.now_ms();
-                let (data, gossip) = match work {
+                let now = checks.clock.now_ms();
+                let outcome = match work {
                     Work::Archival(data) => {
-                        let outcome = match wattmesh_protocol::validate::validate_archival(
-                            &data, &chain, false,
-                        ) {
+                        let mut st = checks.state();
+                        let State { validator, chain } = &mut *st;
+                        match wattmesh_protocol::validate::validate_archival(&data, chain, false) {
                             Ok(a) => {
                                 match &a.msg {
                                     wattmesh_protocol::validate::Msg::Attestation(att) => {
-                                        v.record_attestation(att);
+                                        validator.record_attestation(att);
                                     }
                                     wattmesh_protocol::validate::Msg::Commitment(c) => {
-                                        v.record_chain(c.node, c.seq);
+                                        validator.record_chain(c.node, c.seq);
                                     }
                                     _ => {}
                                 }
@@ -241,11 +333,7 @@ pub fn spawn(
                                 }
                             }
                             Err(why) => Outcome::Refused { why, synced: true },
-                        };
-                        if out.blocking_send(outcome).is_err() {
-                            break;
                         }
-                        continue;
                     }
                     Work::Gossip {
                         topic: TopicKind::Members,
@@ -253,29 +341,42 @@ pub fn spawn(
                         source,
                         data,
                     } => {
-                        let outcome = members(&data, &mut chain, &roster, Some(now), false);
+                        let outcome = members(&checks, &data, Some(now), false);
                         net.report(id, source, acceptance_of(&outcome));
-                        if out.blocking_send(outcome).is_err() {
-                            break;
-                        }
-                        continue;
+                        outcome
                     }
-                    Work::Members(data) => {
-                        let outcome = members(&data, &mut chain, &roster, None, true);
-                        if out.blocking_send(outcome).is_err() {
-                            break;
-                        }
-                        continue;
-                    }
+                    Work::Members(data) => members(&checks, &data, None, true),
+                    // Gossip handed over by the node (a network started without a sink).
                     Work::Gossip {
                         topic,
                         id,
                         source,
                         data,
-                    } => (data, Some((topic, id, source))),
-                    Work::Synced(data) => (data, None),
+                    } => {
+                        let (acceptance, outcome) = checks.judge(topic, &data);
+                        net.report(id, source, acceptance);
+                        outcome
+                    }
+                    Work::Synced(data) => {
+                        let result = {
+                            let mut st = checks.state();
+                            let State { validator, chain } = &mut *st;
+                            let members = neighbourhood::read(&checks.roster);
+                            validator.validate_gossip(&data, chain, &members, now)
+                        };
+                        match result {
+                            Ok(a) => Outcome::Accepted {
+                                accepted: Box::new(a),
+                                synced: true,
+                            },
+                            Err(why) => {
+                                debug!(%why, "refused a synced message");
+                                Outcome::Refused { why, synced: true }
+                            }
+                        }
+                    }
                     Work::Own(offer) => {
-                        v.record_offer(&offer, now);
+                        checks.state().validator.record_offer(&offer, now);
                         continue;
                     }
                     Work::Private {
@@ -284,54 +385,14 @@ pub fn spawn(
                         commitment,
                         reply,
                     } => {
-                        let checked =
-                            check_private(&from, attestation, commitment, &chain).map(Box::new);
-                        if out
-                            .blocking_send(Outcome::Private { reply, checked })
-                            .is_err()
-                        {
-                            break;
+                        let checked = {
+                            let st = checks.state();
+                            check_private(&from, attestation, commitment, &st.chain)
+                        };
+                        Outcome::Private {
+                            reply,
+                            checked: checked.map(Box::new),
                         }
-                        continue;
-                    }
-                    Work::Chain(c) => {
-                        chain = *c;
-                        neighbourhood::write(&roster).set_chain(&chain);
-                        continue;
-                    }
-                };
-                let result = {
-                    let members = neighbourhood::read(&roster);
-                    v.validate_gossip(&data, &chain, &members, now)
-                };
-                if let Some((topic, id, source)) = &gossip {
-                    let acceptance = match &result {
-                        Ok(a) if topic_matches(*topic, a) => MessageAcceptance::Accept,
-                        Ok(_) => MessageAcceptance::Reject,
-                        Err(e) if e.is_provable() => MessageAcceptance::Reject,
-                        Err(_) => MessageAcceptance::Ignore,
-                    };
-                    net.report(id.clone(), *source, acceptance);
-                }
-                let synced = gossip.is_none();
-                let outcome = match result {
-                    Ok(a)
-                        if gossip
-                            .as_ref()
-                            .is_none_or(|(t, _, _)| topic_matches(*t, &a)) =>
-                    {
-                        Outcome::Accepted {
-                            accepted: Box::new(a),
-                            synced,
-                        }
-                    }
-                    Ok(_) => Outcome::Refused {
-                        why: Invalid::Field("topic"),
-                        synced,
-                    },
-                    Err(why) => {
-                        debug!(%why, synced, "refused a message");
-                        Outcome::Refused { why, synced }
                     }
                 };
                 if out.blocking_send(outcome).is_err() {
@@ -356,13 +417,10 @@ fn acceptance_of(o: &Outcome) -> MessageAcceptance {
 
 /// Checks a message from the members topic, or fetched by sync: a roster record goes into the
 /// shared roster, a charter version onto the chain, a key rotation to the node.
-fn members(
-    data: &[u8],
-    chain: &mut CharterChain,
-    roster: &SharedRoster,
-    fresh_now: Option<u64>,
-    synced: bool,
-) -> Outcome {
+fn members(checks: &Checks, data: &[u8], fresh_now: Option<u64>, synced: bool) -> Outcome {
+    let roster = &checks.roster;
+    let mut st = checks.state();
+    let chain = &mut st.chain;
     let refused = |why: String, provable: bool| Outcome::RefusedRecord {
         why,
         provable,

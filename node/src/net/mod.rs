@@ -389,10 +389,21 @@ fn transport(
 
 /// Takes a gossip message for validation straight from the swarm task (topic, id, forwarding
 /// peer, envelope bytes), without a hop through the node's own task: a message is forwarded
-/// only once its verdict is reported ([`NetHandle::report`]), so every hand-over on this path
-/// adds to each hop of propagation. Must not block; returns false when it cannot take the
-/// message (a full queue), which is then ignored.
-pub type GossipSink = Box<dyn FnMut(TopicKind, MessageId, PeerId, Vec<u8>) -> bool + Send>;
+/// only once its verdict is in, so every hand-over on this path adds to each hop of
+/// propagation. Runs on the swarm task: it may do a message's own checks there (a signature
+/// check is tens of microseconds) but must not wait on anything.
+pub type GossipSink = Box<dyn FnMut(TopicKind, MessageId, PeerId, Vec<u8>) -> SinkVerdict + Send>;
+
+/// What a [`GossipSink`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkVerdict {
+    /// Judged already: the swarm task reports this verdict now.
+    Now(MessageAcceptance),
+    /// Taken; its verdict comes later through [`NetHandle::report`].
+    Later,
+    /// Could not be taken (a full queue): ignored, and counted as dropped.
+    Dropped,
+}
 
 /// Starts the swarm task. Gossip messages go to `gossip_sink` if given, else to the event
 /// channel as [`NetEvent::Gossip`].
@@ -1090,35 +1101,31 @@ impl SwarmTask {
                         );
                     return;
                 };
-                let taken = match &mut self.gossip_sink {
-                    Some(sink) => {
-                        let taken =
-                            sink(topic, message_id.clone(), propagation_source, message.data);
-                        if !taken {
-                            self.dropped_events += 1;
-                        }
-                        taken
-                    }
-                    None => self
-                        .send_event(NetEvent::Gossip {
-                            topic,
-                            id: message_id.clone(),
-                            source: propagation_source,
-                            data: message.data,
-                        })
-                        .is_ok(),
+                let verdict = match &mut self.gossip_sink {
+                    Some(sink) => sink(topic, message_id.clone(), propagation_source, message.data),
+                    None => match self.events.try_send(NetEvent::Gossip {
+                        topic,
+                        id: message_id.clone(),
+                        source: propagation_source,
+                        data: message.data,
+                    }) {
+                        Ok(()) => SinkVerdict::Later,
+                        Err(_) => SinkVerdict::Dropped,
+                    },
                 };
-                if !taken {
-                    // The node is overloaded: ignore rather than hold the message.
-                    self.swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .report_message_validation_result(
-                            &message_id,
-                            &propagation_source,
-                            MessageAcceptance::Ignore,
-                        );
-                }
+                let acceptance = match verdict {
+                    SinkVerdict::Now(a) => a,
+                    SinkVerdict::Later => return,
+                    SinkVerdict::Dropped => {
+                        // The node is overloaded: ignore rather than hold the message.
+                        self.dropped_events += 1;
+                        MessageAcceptance::Ignore
+                    }
+                };
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.sync_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Trade(ev)) => self.trade_event(ev),

@@ -582,16 +582,14 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
     let span = info_span!("node", id = %key.node_id().short());
     let entered = span.clone().entered();
     let (work, work_rx) = worker::channel();
-    let (net, events) = net::spawn(&key, net_cfg, Some(worker::gossip_sink(work.clone())))?;
     let (out_tx, out_rx) = mpsc::channel(worker::WORK_QUEUE);
-    worker::spawn(
-        work_rx,
-        n.chain.clone(),
-        n.roster.clone(),
-        clock.clone(),
-        net.clone(),
-        out_tx,
+    let checks = worker::Checks::new(n.chain.clone(), n.roster.clone(), clock.clone(), out_tx);
+    let (net, events) = net::spawn(
+        &key,
+        net_cfg,
+        Some(worker::gossip_sink(checks.clone(), work.clone())),
     )?;
+    worker::spawn(work_rx, checks, net.clone())?;
     {
         let r = crate::neighbourhood::read(&n.roster);
         let me = key.node_id();
