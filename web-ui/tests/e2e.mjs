@@ -370,8 +370,8 @@ await check('the trade shows on both nodes, signatures verified', async () => {
     await row.waitFor({ timeout: WAIT });
     assert.match(await row.innerText(), new RegExp(side));
   }
-  const t = (await inPage(a.page, '/api/trades')).body.find((x) => String(x.nonce) === String(trade.nonce) && x.taker === trade.taker);
-  assert.ok(t, 'A has the trade');
+  const t = (await inPage(a.page, `/api/trades/${trade.taker}/${trade.nonce}`)).body;
+  assert.ok(t?.taker === trade.taker, 'A has the trade');
   assert.equal(t.role, 'maker');
   assert.equal(t.side, 'sell');
   assert.equal(t.energy_wh, 500);
@@ -464,18 +464,18 @@ await check("standing agreement: A's trades list gets its trades, and B has the 
   await go(page, '#/trades');
   await heading(page, 'Trades');
   await page.locator('[data-testid="trade-row"][data-agreement="yes"]').first().waitFor({ timeout: WAIT });
-  const mine = (await inPage(page, '/api/trades')).body.filter((t) => t.from_agreement && t.counterparty_id === nodeB.node_id);
+  const mine = (await inPage(page, '/api/trades?status=standing&limit=500')).body.trades.filter((t) => t.from_agreement && t.counterparty_id === nodeB.node_id);
   assert.ok(mine.length > 0, 'A has trades from the agreement');
   assert.ok(mine.every((t) => t.side === 'sell' && t.energy_wh === 150), 'A sells 150 Wh in each');
   await page.waitForFunction(
     async (ids) => {
-      const list = await (await fetch('/api/trades')).text();
+      const list = await (await fetch('/api/trades?status=standing&limit=500')).text();
       return ids.some((id) => list.includes(id));
     },
     mine.map((t) => `${t.nonce}`),
     { timeout: WAIT, polling: 1000 },
   );
-  const theirs = (await inPage(b.page, '/api/trades')).body.filter((t) => t.from_agreement && t.side === 'buy');
+  const theirs = (await inPage(b.page, '/api/trades?status=standing&side=buy&limit=500')).body.trades.filter((t) => t.from_agreement && t.side === 'buy');
   agTrade = mine.sort((x, y) => x.slot_ms - y.slot_ms).find((t) => theirs.some((u) => u.taker === t.taker && String(u.nonce) === String(t.nonce)));
   assert.ok(agTrade, 'B holds the same trade as A');
   assert.match(await page.locator('[data-testid="trade-row"][data-agreement="yes"]').first().innerText(), /standing/);
