@@ -274,6 +274,31 @@ async fn the_api_needs_a_session_and_refuses_cross_site_requests() {
     assert_eq!(r.status, 400, "{}", r.body);
     let r = http(addr, "GET", &format!("/api/trades/{zeros}/x"), &auth, "").await;
     assert_eq!(r.status, 400, "{}", r.body);
+    // Withdrawing a document this node never sent is refused with the reason.
+    let r = http(
+        addr,
+        "POST",
+        &format!("/api/documents/{zeros}"),
+        &with_csrf,
+        r#"{"decision":"withdraw"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("you sent no document")
+    );
+    let r = http(
+        addr,
+        "POST",
+        &format!("/api/documents/{zeros}"),
+        &with_csrf,
+        r#"{"decision":"shred"}"#,
+    )
+    .await;
+    assert!((400..500).contains(&r.status), "{}", r.body);
     let r = http(
         addr,
         "DELETE",

@@ -354,9 +354,16 @@ async function handle(node, req, res) {
   if (mm && m === 'POST') {
     if (!trading) return fail(res, 403, 'your account may not trade');
     const b = await body(req);
+    if (b?.decision === 'withdraw') {
+      const w = documents.find((x) => x.id === mm[1] && x.first === node.id);
+      if (!w) return fail(res, 422, 'you sent no document with that id');
+      if (w.state !== 'pending') return fail(res, 422, `it is ${w.state} already; only what waits for them can be withdrawn`);
+      w.state = 'withdrawn';
+      return json(res, 200, { ok: true, id: w.id });
+    }
     const d = documents.find((x) => x.id === mm[1] && x.second === node.id && x.state === 'pending');
     if (!d) return fail(res, 422, 'no document waits for you with that id');
-    if (!['accept', 'decline'].includes(b?.decision)) return fail(res, 400, 'decision must be accept or decline');
+    if (!['accept', 'decline'].includes(b?.decision)) return fail(res, 400, 'decision must be accept, decline or withdraw');
     d.state = b.decision === 'accept' ? 'signed' : 'declined';
     if (d.kind === 'agreement' && d.state === 'signed') materialize(d, now);
     return json(res, 200, { ok: true, id: d.id });

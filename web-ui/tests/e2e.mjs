@@ -522,6 +522,34 @@ await check('payment: A confirms it; both statements show it', async () => {
   assert.equal(sum(lb.statements, nodeA.node_id, 'payments_made'), 123000, 'B counts 1.23 paid');
 });
 
+await check('payment: B records one by mistake and withdraws it before A confirms; both show it withdrawn', async () => {
+  assert.ok(paid, 'no payment was recorded');
+  const { page } = b;
+  await go(page, '#/statements');
+  await heading(page, 'Statements');
+  const bal = page.locator(`[data-testid="balance"][data-peer="${nodeA.node_id}"]`);
+  await bal.getByTestId('record-payment').click();
+  const dlg = page.getByRole('dialog');
+  await dlg.getByLabel(/^Amount/).fill('4.56');
+  await dlg.getByLabel('Reference').fill('typed twice');
+  await dlg.getByRole('button', { name: 'Record payment' }).click();
+  await dlg.getByText('Recorded: you paid').waitFor({ timeout: WAIT });
+  await dlg.getByRole('button', { name: 'Done' }).click();
+  const row = page.locator('[data-testid="payment-row"]').filter({ hasText: 'typed twice' });
+  await row.waitFor({ timeout: WAIT });
+  assert.equal(await row.getAttribute('data-state'), 'proposed');
+  await go(a.page, '#/statements');
+  await a.page.locator('[data-testid="waiting-doc"][data-kind="payment"]').filter({ hasText: 'typed twice' }).waitFor({ timeout: WAIT });
+  await row.getByTestId('doc-withdraw').click();
+  await page.locator('[data-testid="payment-row"][data-state="withdrawn"]').filter({ hasText: 'typed twice' }).waitFor({ timeout: WAIT });
+  assert.match(await page.locator('[data-testid="payment-row"]').filter({ hasText: 'typed twice' }).innerText(), /withdrawn by you/);
+  await a.page.locator('[data-testid="payment-row"][data-state="withdrawn"]').filter({ hasText: 'typed twice' }).waitFor({ timeout: WAIT });
+  assert.equal(await a.page.locator('[data-testid="waiting-doc"]').filter({ hasText: 'typed twice' }).count(), 0, 'nothing left to confirm');
+  const lb = (await inPage(page, '/api/ledger')).body;
+  const sum = (lines, peer, k) => lines.filter((l) => l.counterparty === peer).reduce((x, l) => x + l[k], 0);
+  assert.equal(sum(lb.statements, nodeA.node_id, 'payments_made'), 123000, 'only the confirmed 1.23 counts');
+});
+
 const cardOf = (page, t) => page.locator(`[data-testid="dispute"][data-taker="${t.taker}"][data-nonce="${t.nonce}"]`);
 await check('dispute: A opens one on a shared trade, B answers, both name the same amount: resolved on both', async () => {
   assert.ok(agTrade, 'no shared trade');
