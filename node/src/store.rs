@@ -155,6 +155,7 @@ fn doc_state_byte(s: DocState) -> u8 {
         DocState::Offered => 2,
         DocState::Signed => 3,
         DocState::Declined => 4,
+        DocState::Withdrawn => 5,
     }
 }
 
@@ -164,6 +165,7 @@ fn doc_state_from(b: u8) -> Option<DocState> {
         2 => DocState::Offered,
         3 => DocState::Signed,
         4 => DocState::Declined,
+        5 => DocState::Withdrawn,
         _ => return None,
     })
 }

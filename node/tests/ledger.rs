@@ -247,3 +247,91 @@ async fn an_agreement_trades_every_slot_is_settled_short_disputed_resolved_paid_
     seller.shutdown().await;
     buyer.shutdown().await;
 }
+
+/// A payment recorded by mistake is withdrawn before the payee confirms it: both nodes record it
+/// withdrawn, the payee can no longer confirm it, and it counts nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_not_yet_confirmed_can_be_withdrawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (adir, bdir) = (dir.path().join("payee"), dir.path().join("payer"));
+    let hood = found_fast(&adir);
+    join(&bdir, &hood);
+    let origin = wattmesh_node::clock::Clock::new(&Default::default()).now_ms();
+    let payee = TestNode::start(&adir, night_config(vec![], origin)).await;
+    let payer = TestNode::start(&bdir, night_config(vec![payee.addr().await], origin)).await;
+    eventually(Duration::from_secs(30), || async {
+        (payer.peer_count().await == 1).then_some(())
+    })
+    .await
+    .expect("connected");
+    let aid = key_of(&adir).node_id();
+    let pid = payer
+        .handle
+        .doc(DocRequest::Pay(PaymentArgs {
+            payee: aid.to_hex(),
+            amount: 5_000,
+            through_ms: 0,
+            reference: "typo".into(),
+        }))
+        .await
+        .unwrap()
+        .expect("declared");
+    let state_of = |node: &TestNode, want: DocState| {
+        let h = node.handle.clone();
+        let pid = pid.clone();
+        async move {
+            let l = h.ledger().await.ok()?;
+            l.documents
+                .iter()
+                .any(|d| d.id == pid && d.state == want)
+                .then_some(())
+        }
+    };
+    eventually(Duration::from_secs(10), || {
+        state_of(&payee, DocState::Offered)
+    })
+    .await
+    .expect("the payee holds the payment");
+    // Only its sender may withdraw it.
+    let e = payee
+        .handle
+        .doc(DocRequest::Decide(pid.clone(), Decision::Withdraw))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(e.contains("you sent no document"), "{e}");
+    payer
+        .handle
+        .doc(DocRequest::Decide(pid.clone(), Decision::Withdraw))
+        .await
+        .unwrap()
+        .expect("withdrawn");
+    eventually(Duration::from_secs(10), || {
+        state_of(&payer, DocState::Withdrawn)
+    })
+    .await
+    .expect("the payer records it withdrawn");
+    eventually(Duration::from_secs(10), || {
+        state_of(&payee, DocState::Withdrawn)
+    })
+    .await
+    .expect("the payee hears of it");
+    let e = payee
+        .handle
+        .doc(DocRequest::Decide(pid.clone(), Decision::Accept))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(e.contains("no document waits"), "{e}");
+    for node in [&payer, &payee] {
+        let l = node.handle.ledger().await.unwrap();
+        assert!(
+            l.balances
+                .iter()
+                .all(|b| b.payments_made == 0 && b.payments_received == 0),
+            "a withdrawn payment counts nowhere"
+        );
+    }
+    payer.handle.stop().await;
+    payee.handle.stop().await;
+}

@@ -243,6 +243,62 @@ async fn the_api_needs_a_session_and_refuses_cross_site_requests() {
     assert_eq!(r.status, 400);
     let r = http(addr, "GET", "/api/nowhere", &auth, "").await;
     assert_eq!(r.status, 404);
+    // The trades come a page at a time; bad paging or filters are a clear 400.
+    let r = http(addr, "GET", "/api/trades?limit=20&side=sell", &auth, "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let page = r.json();
+    assert!(page["trades"].as_array().unwrap().is_empty());
+    assert_eq!(page["total"], 0);
+    assert!(page["next_cursor"].is_null());
+    for (q, word) in [
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=ten", "limit"),
+        ("cursor=yesterday", "cursor"),
+        ("status=lost", "status"),
+        ("side=sideways", "side"),
+        ("from=10&to=5", "from"),
+    ] {
+        let r = http(addr, "GET", &format!("/api/trades?{q}"), &auth, "").await;
+        assert_eq!(r.status, 400, "{q}: {}", r.body);
+        assert!(
+            r.json()["error"].as_str().unwrap().contains(word),
+            "{q}: {}",
+            r.body
+        );
+    }
+    let zeros = "0".repeat(64);
+    let r = http(addr, "GET", &format!("/api/trades/{zeros}/1"), &auth, "").await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = http(addr, "GET", "/api/trades/nobody/1", &auth, "").await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = http(addr, "GET", &format!("/api/trades/{zeros}/x"), &auth, "").await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    // Withdrawing a document this node never sent is refused with the reason.
+    let r = http(
+        addr,
+        "POST",
+        &format!("/api/documents/{zeros}"),
+        &with_csrf,
+        r#"{"decision":"withdraw"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("you sent no document")
+    );
+    let r = http(
+        addr,
+        "POST",
+        &format!("/api/documents/{zeros}"),
+        &with_csrf,
+        r#"{"decision":"shred"}"#,
+    )
+    .await;
+    assert!((400..500).contains(&r.status), "{}", r.body);
     let r = http(
         addr,
         "DELETE",

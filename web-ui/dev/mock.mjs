@@ -300,7 +300,27 @@ async function handle(node, req, res) {
     maker.trades.push({ ...base, role: 'maker', side: o.side, counterparty: node.id.slice(0, 8), counterparty_id: node.id, counterparty_name: node.name });
     return json(res, 200, mine);
   }
-  if (p === '/api/trades') return json(res, 200, node.trades.map((t) => ({ ...t, dispute: disputeStatus(node, t)?.[0] ?? null })));
+  if (p === '/api/trades') {
+    // Paging like the node's (limit, cursor); the mock's cursor is an index. Filters by side only.
+    const q = url.searchParams;
+    const limit = Number(q.get('limit') ?? 100);
+    if (!(limit >= 1 && limit <= 500)) return fail(res, 400, 'limit must be 1 to 500');
+    const start = q.get('cursor') ? Number(q.get('cursor')) : 0;
+    if (!Number.isInteger(start) || start < 0) return fail(res, 400, 'cursor is not one this node gave out');
+    const all = node.trades
+      .filter((t) => !q.get('side') || t.side === q.get('side'))
+      .sort((x, y) => y.slot_ms - x.slot_ms)
+      .map((t) => ({ ...t, dispute: disputeStatus(node, t)?.[0] ?? null }));
+    const trades = all.slice(start, start + limit);
+    const next = start + limit < all.length ? String(start + limit) : null;
+    return json(res, 200, { trades, next_cursor: next, total: all.length });
+  }
+  const tm = /^\/api\/trades\/([0-9a-f]+)\/(\d+)$/.exec(p);
+  if (tm) {
+    const t = node.trades.find((x) => x.taker === tm[1] && String(x.nonce) === tm[2]);
+    if (!t) return fail(res, 404, 'no such trade on this node');
+    return json(res, 200, { ...t, dispute: disputeStatus(node, t)?.[0] ?? null });
+  }
   if (p === '/api/statements') return json(res, 200, ledger(node, now).statements);
   if (p === '/api/ledger') return json(res, 200, ledger(node, now));
   if (p === '/api/agreements' && m === 'POST') {
@@ -334,9 +354,16 @@ async function handle(node, req, res) {
   if (mm && m === 'POST') {
     if (!trading) return fail(res, 403, 'your account may not trade');
     const b = await body(req);
+    if (b?.decision === 'withdraw') {
+      const w = documents.find((x) => x.id === mm[1] && x.first === node.id);
+      if (!w) return fail(res, 422, 'you sent no document with that id');
+      if (w.state !== 'pending') return fail(res, 422, `it is ${w.state} already; only what waits for them can be withdrawn`);
+      w.state = 'withdrawn';
+      return json(res, 200, { ok: true, id: w.id });
+    }
     const d = documents.find((x) => x.id === mm[1] && x.second === node.id && x.state === 'pending');
     if (!d) return fail(res, 422, 'no document waits for you with that id');
-    if (!['accept', 'decline'].includes(b?.decision)) return fail(res, 400, 'decision must be accept or decline');
+    if (!['accept', 'decline'].includes(b?.decision)) return fail(res, 400, 'decision must be accept, decline or withdraw');
     d.state = b.decision === 'accept' ? 'signed' : 'declined';
     if (d.kind === 'agreement' && d.state === 'signed') materialize(d, now);
     return json(res, 200, { ok: true, id: d.id });

@@ -65,6 +65,32 @@ export function Decide({ d, onDone, trading, currency }) {
   );
 }
 
+/**
+ * Withdraw an agreement or payment this owner sent that the neighbour has not countersigned.
+ * (If the neighbour signed it meanwhile, the node gets the signed copy back and it stays.)
+ */
+export function Withdraw({ d, onDone, trading, currency }) {
+  const { run, busy, error } = useAction();
+  const [done, setDone] = useState(false);
+  const what = d.kind === 'payment' ? `the payment of ${formatMoney(Math.abs(d.amount ?? 0), currency)}` : 'the agreement';
+  const withdraw = async () => {
+    const r = await run(() => post(`/api/documents/${encodeURIComponent(d.id)}`, { decision: 'withdraw' }));
+    if (r) {
+      setDone(true);
+      onDone?.();
+    }
+  };
+  return (
+    <div class="decide">
+      <button type="button" disabled={!trading || busy || done} onClick={withdraw} data-testid="doc-withdraw">
+        {busy ? 'Withdrawing…' : 'Withdraw'}
+        <span class="sr-only"> {what} with {who(d)}</span>
+      </button>
+      <ErrorNote error={error} />
+    </div>
+  );
+}
+
 /** The agreements and payments neighbours sent that wait for this owner. */
 export function WaitingForYou({ docs, ctx, onDone, trading }) {
   const waiting = (docs ?? []).filter((d) => !d.outgoing && d.state === 'offered').sort((a, b) => b.created_ms - a.created_ms);

@@ -154,6 +154,8 @@ export function docState(d) {
       return { label: 'waiting for you', kind: 'warn' };
     case 'declined':
       return { label: 'declined', kind: 'bad' };
+    case 'withdrawn':
+      return { label: d.outgoing ? 'withdrawn by you' : 'withdrawn by them', kind: '' };
     default:
       return { label: d.state ?? '–', kind: '' };
   }

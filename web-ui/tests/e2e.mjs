@@ -370,8 +370,8 @@ await check('the trade shows on both nodes, signatures verified', async () => {
     await row.waitFor({ timeout: WAIT });
     assert.match(await row.innerText(), new RegExp(side));
   }
-  const t = (await inPage(a.page, '/api/trades')).body.find((x) => String(x.nonce) === String(trade.nonce) && x.taker === trade.taker);
-  assert.ok(t, 'A has the trade');
+  const t = (await inPage(a.page, `/api/trades/${trade.taker}/${trade.nonce}`)).body;
+  assert.ok(t?.taker === trade.taker, 'A has the trade');
   assert.equal(t.role, 'maker');
   assert.equal(t.side, 'sell');
   assert.equal(t.energy_wh, 500);
@@ -464,18 +464,18 @@ await check("standing agreement: A's trades list gets its trades, and B has the 
   await go(page, '#/trades');
   await heading(page, 'Trades');
   await page.locator('[data-testid="trade-row"][data-agreement="yes"]').first().waitFor({ timeout: WAIT });
-  const mine = (await inPage(page, '/api/trades')).body.filter((t) => t.from_agreement && t.counterparty_id === nodeB.node_id);
+  const mine = (await inPage(page, '/api/trades?status=standing&limit=500')).body.trades.filter((t) => t.from_agreement && t.counterparty_id === nodeB.node_id);
   assert.ok(mine.length > 0, 'A has trades from the agreement');
   assert.ok(mine.every((t) => t.side === 'sell' && t.energy_wh === 150), 'A sells 150 Wh in each');
   await page.waitForFunction(
     async (ids) => {
-      const list = await (await fetch('/api/trades')).text();
+      const list = await (await fetch('/api/trades?status=standing&limit=500')).text();
       return ids.some((id) => list.includes(id));
     },
     mine.map((t) => `${t.nonce}`),
     { timeout: WAIT, polling: 1000 },
   );
-  const theirs = (await inPage(b.page, '/api/trades')).body.filter((t) => t.from_agreement && t.side === 'buy');
+  const theirs = (await inPage(b.page, '/api/trades?status=standing&side=buy&limit=500')).body.trades.filter((t) => t.from_agreement && t.side === 'buy');
   agTrade = mine.sort((x, y) => x.slot_ms - y.slot_ms).find((t) => theirs.some((u) => u.taker === t.taker && String(u.nonce) === String(t.nonce)));
   assert.ok(agTrade, 'B holds the same trade as A');
   assert.match(await page.locator('[data-testid="trade-row"][data-agreement="yes"]').first().innerText(), /standing/);
@@ -520,6 +520,34 @@ await check('payment: A confirms it; both statements show it', async () => {
   const lb = (await inPage(b.page, '/api/ledger')).body;
   assert.equal(sum(la.statements, nodeB.node_id, 'payments_received'), 123000, 'A counts 1.23 received');
   assert.equal(sum(lb.statements, nodeA.node_id, 'payments_made'), 123000, 'B counts 1.23 paid');
+});
+
+await check('payment: B records one by mistake and withdraws it before A confirms; both show it withdrawn', async () => {
+  assert.ok(paid, 'no payment was recorded');
+  const { page } = b;
+  await go(page, '#/statements');
+  await heading(page, 'Statements');
+  const bal = page.locator(`[data-testid="balance"][data-peer="${nodeA.node_id}"]`);
+  await bal.getByTestId('record-payment').click();
+  const dlg = page.getByRole('dialog');
+  await dlg.getByLabel(/^Amount/).fill('4.56');
+  await dlg.getByLabel('Reference').fill('typed twice');
+  await dlg.getByRole('button', { name: 'Record payment' }).click();
+  await dlg.getByText('Recorded: you paid').waitFor({ timeout: WAIT });
+  await dlg.getByRole('button', { name: 'Done' }).click();
+  const row = page.locator('[data-testid="payment-row"]').filter({ hasText: 'typed twice' });
+  await row.waitFor({ timeout: WAIT });
+  assert.equal(await row.getAttribute('data-state'), 'proposed');
+  await go(a.page, '#/statements');
+  await a.page.locator('[data-testid="waiting-doc"][data-kind="payment"]').filter({ hasText: 'typed twice' }).waitFor({ timeout: WAIT });
+  await row.getByTestId('doc-withdraw').click();
+  await page.locator('[data-testid="payment-row"][data-state="withdrawn"]').filter({ hasText: 'typed twice' }).waitFor({ timeout: WAIT });
+  assert.match(await page.locator('[data-testid="payment-row"]').filter({ hasText: 'typed twice' }).innerText(), /withdrawn by you/);
+  await a.page.locator('[data-testid="payment-row"][data-state="withdrawn"]').filter({ hasText: 'typed twice' }).waitFor({ timeout: WAIT });
+  assert.equal(await a.page.locator('[data-testid="waiting-doc"]').filter({ hasText: 'typed twice' }).count(), 0, 'nothing left to confirm');
+  const lb = (await inPage(page, '/api/ledger')).body;
+  const sum = (lines, peer, k) => lines.filter((l) => l.counterparty === peer).reduce((x, l) => x + l[k], 0);
+  assert.equal(sum(lb.statements, nodeA.node_id, 'payments_made'), 123000, 'only the confirmed 1.23 counts');
 });
 
 const cardOf = (page, t) => page.locator(`[data-testid="dispute"][data-taker="${t.taker}"][data-nonce="${t.nonce}"]`);

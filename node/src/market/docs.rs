@@ -43,6 +43,8 @@ pub enum DocState {
     Signed,
     /// Declined (by either owner) or refused by the other node.
     Declined,
+    /// Withdrawn by the first party's owner before the second party countersigned it.
+    Withdrawn,
 }
 
 /// A two-party document.
@@ -76,6 +78,9 @@ pub struct DocRec {
     retry_at: u64,
     /// For agreements: slots up to here have become trades (not persisted).
     materialized_to: u64,
+    /// For a document we withdrew: whether the other node confirmed it (not persisted: after
+    /// a restart the withdrawal is sent once more, which the other side takes as a duplicate).
+    withdrawal_confirmed: bool,
 }
 
 /// A dispute note we hold, ours or the other party's.
@@ -151,6 +156,7 @@ impl Market {
                 envelope,
                 retry_at: now + RESEND_MS,
                 materialized_to: 0,
+                withdrawal_confirmed: false,
             },
         );
     }
@@ -308,6 +314,41 @@ impl Market {
         Ok(())
     }
 
+    /// The owner withdraws a document we signed first and sent, which the other party has not
+    /// countersigned: we stop asking and tell the other node, which closes it unless its owner
+    /// countersigned it already (then its signed copy comes back and the document is signed).
+    pub(super) fn withdraw_doc(
+        &mut self,
+        now: u64,
+        hash: Hash32,
+        out: &mut Vec<Output>,
+    ) -> Result<(), String> {
+        let me = self.me;
+        let rec = self
+            .docs
+            .get_mut(&hash)
+            .filter(|d| d.doc.parties().0 == me)
+            .ok_or("you sent no document with that id")?;
+        match rec.state {
+            DocState::Proposed => {}
+            DocState::Signed => {
+                return Err(
+                    "your neighbour already countersigned it; it cannot be withdrawn".into(),
+                );
+            }
+            DocState::Declined => return Err("your neighbour already declined it".into()),
+            DocState::Withdrawn => return Err("it is already withdrawn".into()),
+            DocState::Offered => return Err("you sent no document with that id".into()),
+        }
+        rec.state = DocState::Withdrawn;
+        rec.withdrawal_confirmed = false;
+        rec.retry_at = now + RESEND_MS;
+        let (_, to) = rec.doc.parties();
+        self.persist_doc(hash, out);
+        self.send_doc(to, hash, TradeRequest::Decline(hash), out);
+        Ok(())
+    }
+
     /// A peer sends a document it signed first.
     pub(super) fn on_cosign(
         &mut self,
@@ -323,7 +364,9 @@ impl Market {
                     Ok(e) => TradeResponse::Cosigned(e),
                     Err(_) => TradeResponse::Reject(RejectReason::Invalid),
                 },
-                DocState::Declined => TradeResponse::Reject(RejectReason::Closed),
+                DocState::Declined | DocState::Withdrawn => {
+                    TradeResponse::Reject(RejectReason::Closed)
+                }
                 _ => TradeResponse::Pending,
             };
         }
@@ -400,6 +443,20 @@ impl Market {
                 self.persist_doc(hash, out);
                 TradeResponse::Stored
             }
+            // The first party withdraws what it sent us: closed unless our owner signed it.
+            Some(d) if d.doc.parties() == (from, self.me) => match d.state {
+                DocState::Offered => {
+                    d.state = DocState::Withdrawn;
+                    self.persist_doc(hash, out);
+                    TradeResponse::Stored
+                }
+                // Too late: both signed, and the signatures decide. The copy goes back.
+                DocState::Signed => match Envelope::from_bytes(&d.envelope) {
+                    Ok(e) => TradeResponse::Cosigned(e),
+                    Err(_) => TradeResponse::Reject(RejectReason::Invalid),
+                },
+                _ => TradeResponse::Stored,
+            },
             Some(_) => TradeResponse::Stored,
             None => TradeResponse::Reject(RejectReason::UnknownOffer),
         }
@@ -430,6 +487,16 @@ impl Market {
                         d.state = DocState::Declined;
                         self.persist_doc(hash, out);
                     }
+                }
+            }
+            // Our withdrawal: the other node closed it, had never seen it, or had already
+            // countersigned it (then the signed copy comes back and the signatures decide).
+            (Some(TradeResponse::Cosigned(env)), TradeRequest::Decline(_)) => {
+                self.on_cosigned(now, to, env, out);
+            }
+            (Some(TradeResponse::Stored | TradeResponse::Reject(_)), TradeRequest::Decline(_)) => {
+                if let Some(d) = self.docs.get_mut(&hash) {
+                    d.withdrawal_confirmed = true;
                 }
             }
             // Stored, or refused (the other side holds no such trade with us): either way,
@@ -636,6 +703,29 @@ impl Market {
             }
         }
         let me = self.me;
+        let withdrawals: Vec<(Hash32, NodeId)> = self
+            .docs
+            .iter_mut()
+            .filter(|(_, d)| {
+                d.state == DocState::Withdrawn
+                    && !d.withdrawal_confirmed
+                    && d.doc.parties().0 == me
+                    && now >= d.retry_at
+            })
+            .filter(|(_, d)| match &d.doc {
+                Doc::Agreement(a) => now < a.end_ms,
+                Doc::Payment(p) => now < p.created_ms.saturating_add(PAYMENT_PATIENCE_MS),
+            })
+            .map(|(h, d)| {
+                d.retry_at = now + RESEND_MS;
+                (*h, d.doc.parties().1)
+            })
+            .collect();
+        for (hash, to) in withdrawals {
+            if !self.doc_in_flight(&hash) {
+                self.send_doc(to, hash, TradeRequest::Decline(hash), out);
+            }
+        }
         let mut notes = Vec::new();
         for (id, list) in self.notes.iter_mut() {
             for n in list.iter_mut() {
@@ -767,7 +857,7 @@ impl Market {
         c: DocCommand,
         out: &mut Vec<Output>,
     ) {
-        let signs = !matches!(c, DocCommand::Decline(_));
+        let signs = !matches!(c, DocCommand::Decline(_) | DocCommand::Withdraw(_));
         let r = if signs && !may_sign {
             Err("the clock is not synchronised; refusing to sign".into())
         } else {
@@ -780,6 +870,9 @@ impl Market {
                     .accept_doc(now, h, out)
                     .map(|()| CmdResult::Document(h)),
                 DocCommand::Decline(h) => self.decline_doc(h, out).map(|()| CmdResult::Document(h)),
+                DocCommand::Withdraw(h) => self
+                    .withdraw_doc(now, h, out)
+                    .map(|()| CmdResult::Document(h)),
                 DocCommand::Note {
                     trade,
                     stage,
@@ -805,6 +898,8 @@ pub enum DocCommand {
     Accept(Hash32),
     /// Decline a document offered to us.
     Decline(Hash32),
+    /// Withdraw a document we sent that the other party has not countersigned.
+    Withdraw(Hash32),
     /// Write a dispute note about a trade.
     Note {
         /// The trade.
@@ -1039,6 +1134,62 @@ mod tests {
             created_ms: 0,
             ext: vec![],
         }
+    }
+
+    #[test]
+    fn a_withdrawn_agreement_is_closed_on_both_sides_and_makes_no_trades() {
+        let mut p = Pair::new();
+        let h = hash_of(p.cmd(0, DocCommand::Propose(Box::new(agreement(&p)))));
+        assert_eq!(state(&p, 1, &h), Some(DocState::Offered));
+        // Only the side that sent it may withdraw it.
+        assert!(p.cmd(1, DocCommand::Withdraw(h)).is_err());
+        hash_of(p.cmd(0, DocCommand::Withdraw(h)));
+        assert_eq!(state(&p, 0, &h), Some(DocState::Withdrawn));
+        assert_eq!(state(&p, 1, &h), Some(DocState::Withdrawn));
+        // The other owner can no longer accept it, and nothing is sent again.
+        let e = p.cmd(1, DocCommand::Accept(h)).unwrap_err();
+        assert!(e.contains("no document waits"), "{e}");
+        assert!(p.cmd(0, DocCommand::Withdraw(h)).is_err(), "withdrawn once");
+        p.now += 3 * RESEND_MS;
+        p.tick();
+        assert_eq!(state(&p, 0, &h), Some(DocState::Withdrawn));
+        assert_eq!(state(&p, 1, &h), Some(DocState::Withdrawn));
+        assert_eq!(p.m[0].trades().count() + p.m[1].trades().count(), 0);
+    }
+
+    #[test]
+    fn a_withdrawal_that_does_not_arrive_is_sent_again() {
+        let mut p = Pair::new();
+        let h = hash_of(p.cmd(1, DocCommand::Pay(Box::new(payment(&p, 12_345)))));
+        assert_eq!(state(&p, 0, &h), Some(DocState::Offered));
+        p.lose = |r| matches!(r, TradeRequest::Decline(_));
+        hash_of(p.cmd(1, DocCommand::Withdraw(h)));
+        assert_eq!(state(&p, 1, &h), Some(DocState::Withdrawn));
+        assert_eq!(state(&p, 0, &h), Some(DocState::Offered), "not heard yet");
+        p.lose = |_| false;
+        p.now += RESEND_MS;
+        p.tick();
+        assert_eq!(state(&p, 0, &h), Some(DocState::Withdrawn));
+        // A withdrawn payment never counts, on either side.
+        assert!(crate::ledger::balances(&p.m[0], 0).is_empty());
+        assert!(crate::ledger::balances(&p.m[1], 0).is_empty());
+    }
+
+    #[test]
+    fn withdrawing_what_the_other_side_already_signed_brings_back_the_signed_copy() {
+        let mut p = Pair::new();
+        let h = hash_of(p.cmd(0, DocCommand::Propose(Box::new(agreement(&p)))));
+        // The countersigned copy is lost on every attempt, so the proposer still thinks it is
+        // only proposed when its owner withdraws it.
+        p.drop = super::super::MAX_ATTEMPTS as usize;
+        hash_of(p.cmd(1, DocCommand::Accept(h)));
+        assert_eq!(state(&p, 0, &h), Some(DocState::Proposed));
+        hash_of(p.cmd(0, DocCommand::Withdraw(h)));
+        // Both signed: the signatures decide, and both hold it signed.
+        assert_eq!(state(&p, 1, &h), Some(DocState::Signed));
+        assert_eq!(state(&p, 0, &h), Some(DocState::Signed));
+        let e = p.cmd(0, DocCommand::Withdraw(h)).unwrap_err();
+        assert!(e.contains("already countersigned"), "{e}");
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub enum Decision {
     Accept,
     /// Decline.
     Decline,
+    /// Withdraw a document we sent that the other party has not countersigned.
+    Withdraw,
 }
 
 /// A two-party document as the API shows it.
@@ -274,6 +276,7 @@ impl Core {
             })),
             DocRequest::Decide(id, Decision::Accept) => DocCommand::Accept(parse_doc_id(id)?),
             DocRequest::Decide(id, Decision::Decline) => DocCommand::Decline(parse_doc_id(id)?),
+            DocRequest::Decide(id, Decision::Withdraw) => DocCommand::Withdraw(parse_doc_id(id)?),
             DocRequest::Note(n) => DocCommand::Note {
                 trade: TradeId {
                     taker: parse_node(&n.taker)?,

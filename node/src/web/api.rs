@@ -37,6 +37,7 @@ pub(super) fn routes() -> Router<App> {
         .route("/api/offers/{nonce}", delete(cancel_offer))
         .route("/api/take", post(take))
         .route("/api/trades", get(trades))
+        .route("/api/trades/{taker}/{nonce}", get(one_trade))
         .route("/api/statements", get(statements))
         .route("/api/ledger", get(ledger))
         .route("/api/agreements", post(propose_agreement))
@@ -364,25 +365,73 @@ struct TradeOut {
     #[serde(flatten)]
     trade: TradeView,
     counterparty_name: String,
+    /// Where it stands for the owner (`paging::status_key`).
+    status: &'static str,
 }
 
-async fn trades(State(app): State<App>) -> Result<Json<Vec<TradeOut>>, ApiError> {
+fn trade_out(
+    t: TradeView,
+    names: &BTreeMap<String, String>,
+    slot_len_ms: u64,
+    now: u64,
+) -> TradeOut {
+    TradeOut {
+        counterparty_name: names
+            .get(&t.counterparty_id)
+            .cloned()
+            .unwrap_or_else(|| t.counterparty.clone()),
+        status: super::paging::status_key(&t, slot_len_ms, now),
+        trade: t,
+    }
+}
+
+/// The trades a page at a time, newest slot first, with filters (`paging`).
+async fn trades(
+    State(app): State<App>,
+    q: Q<super::paging::TradeQuery>,
+) -> Result<Json<super::paging::Page<TradeOut>>, ApiError> {
+    let q = query(q)?;
     let names = names(&app).await?;
-    let mut list: Vec<TradeOut> = app
+    let now = app.node.status().await?.now_ms;
+    let slot_len_ms = u64::from(app.node.charter().await?.slot_minutes) * 60_000;
+    let list = app.node.trades().await?;
+    let named = |t: &TradeView| names.get(&t.counterparty_id).cloned().unwrap_or_default();
+    let p =
+        super::paging::page(list, &q, slot_len_ms, now, named).map_err(|e| ApiError::bad(e.0))?;
+    Ok(Json(super::paging::Page {
+        trades: p
+            .trades
+            .into_iter()
+            .map(|t| trade_out(t, &names, slot_len_ms, now))
+            .collect(),
+        next_cursor: p.next_cursor,
+        total: p.total,
+    }))
+}
+
+/// One trade, by its taker and nonce.
+async fn one_trade(
+    State(app): State<App>,
+    p: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<TradeOut>, ApiError> {
+    let Path((taker, nonce)) = p.map_err(|e| ApiError::bad(e.body_text()))?;
+    let taker = wattmesh_protocol::NodeId::from_hex(taker.trim())
+        .map_err(|_| ApiError::bad("the taker must be a 64-digit hex node id"))?
+        .to_hex();
+    let nonce: u64 = nonce
+        .parse()
+        .map_err(|_| ApiError::bad("the nonce must be a whole number"))?;
+    let names = names(&app).await?;
+    let now = app.node.status().await?.now_ms;
+    let slot_len_ms = u64::from(app.node.charter().await?.slot_minutes) * 60_000;
+    let t = app
         .node
         .trades()
         .await?
         .into_iter()
-        .map(|t| TradeOut {
-            counterparty_name: names
-                .get(&t.counterparty_id)
-                .cloned()
-                .unwrap_or_else(|| t.counterparty.clone()),
-            trade: t,
-        })
-        .collect();
-    list.sort_by_key(|t| std::cmp::Reverse(t.trade.slot_ms));
-    Ok(Json(list))
+        .find(|t| t.taker == taker && t.nonce == nonce)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no such trade on this node".into()))?;
+    Ok(Json(trade_out(t, &names, slot_len_ms, now)))
 }
 
 #[derive(Debug, Serialize)]

@@ -13,6 +13,7 @@
 mod api;
 mod auth;
 pub mod export;
+pub mod paging;
 
 use crate::node::NodeHandle;
 use crate::store::Store;

@@ -3,7 +3,7 @@
 import { useMemo, useState } from 'preact/hooks';
 import { canTrade, get, nodeNow, post, useApi } from '../api.js';
 import { Badge, Empty, ErrorNote, Field, Loading, Notice, PageHeader, Section, useAction, useNow } from '../components.jsx';
-import { DocBadge, Decide, ReadOnlyNote, periodText, scheduleText, who } from '../ledger.jsx';
+import { DocBadge, Decide, ReadOnlyNote, Withdraw, periodText, scheduleText, who } from '../ledger.jsx';
 import { WEEKDAY_NAMES, agreementSlotCount, cost, hoursText, weekdaysText } from '../logic.js';
 import {
   exactMoney, formatEnergy, formatMinute, formatMoney, formatOffset, formatPrice, minorUnit, offsetDateInput,
@@ -260,6 +260,9 @@ export function AgreementsPage({ ctx }) {
                   </td>
                   <td class="actions">
                     {!d.outgoing && d.state === 'offered' && <Decide d={d} trading={trading} currency={c} onDone={led.reload} />}
+                    {d.outgoing && d.state === 'proposed' && trading && (
+                      <Withdraw d={d} trading={trading} currency={c} onDone={led.reload} />
+                    )}
                   </td>
                 </tr>
               ))}

@@ -5,7 +5,7 @@ import { canTrade, nodeNow, post, useApi } from '../api.js';
 import {
   Badge, Dialog, Empty, ErrorNote, Field, Loading, Notice, PageHeader, Section, Stat, useAction, useNow,
 } from '../components.jsx';
-import { DocBadge, ReadOnlyNote, WaitingForYou, who } from '../ledger.jsx';
+import { DocBadge, ReadOnlyNote, WaitingForYou, Withdraw, who } from '../ledger.jsx';
 import { byteLength } from '../logic.js';
 import {
   exactMoney, formatEnergy, formatMoney, formatMonth, formatTime, moneyInput, offsetDateInput, parseMoney, shortId,
@@ -300,6 +300,7 @@ export function StatementsPage({ ctx }) {
                 <th scope="col" class="num">Amount</th>
                 <th scope="col">Reference</th>
                 <th scope="col">State</th>
+                <th scope="col"><span class="sr-only">Action</span></th>
               </tr>
             </thead>
             <tbody>
@@ -314,12 +315,20 @@ export function StatementsPage({ ctx }) {
                   <td data-label="State">
                     <DocBadge d={d} />
                   </td>
+                  <td class="actions">
+                    {d.outgoing && d.state === 'proposed' && trading && (
+                      <Withdraw d={d} trading={trading} currency={c} onDone={led.reload} />
+                    )}
+                  </td>
                 </tr>
               ))}
             </tbody>
           </table>
         )}
-        <p class="muted small">A payment counts once the neighbour who received it confirms it on their node.</p>
+        <p class="muted small">
+          A payment counts once the neighbour who received it confirms it on their node. Until then you
+          may withdraw one you recorded by mistake.
+        </p>
       </Section>
       {paying && <PayDialog line={paying} ctx={ctx} onClose={() => setPaying(null)} onPaid={led.reload} />}
     </>

@@ -1,6 +1,6 @@
 // Trades: history with status and filters, and one trade's details.
 import { useMemo, useState } from 'preact/hooks';
-import { canTrade, useApi } from '../api.js';
+import { canTrade, get, useApi } from '../api.js';
 import { tradeStatus } from '../logic.js';
 import { Badge, Empty, ErrorNote, Field, Loading, Notice, PageHeader, Section, useNow } from '../components.jsx';
 import { DisputeBadge, DisputeCard, Disputes, OpenDispute } from './disputes.jsx';
@@ -22,8 +22,22 @@ const STATUS_FILTERS = [
 ];
 
 const tradeId = (t) => `${t.taker}/${t.nonce}`;
-// A standing agreement makes a trade per slot, so the history is shown a page at a time.
+// A standing agreement makes a trade per slot, so the history comes from the node a page at a
+// time (GET /api/trades?limit=&cursor=, filtered by the node).
 const PAGE = 50;
+
+/** The query string for the filters (dates are local days, `to` inclusive). */
+export function tradesQuery({ status, side, who, from, to }) {
+  const p = new URLSearchParams({ limit: String(PAGE) });
+  if (status) p.set('status', status);
+  if (side) p.set('side', side);
+  if (who.trim()) p.set('who', who.trim().slice(0, 64));
+  const lo = localDayStart(from);
+  const hi = localDayStart(to);
+  if (lo != null) p.set('from', String(lo));
+  if (hi != null) p.set('to', String(hi + 86400000));
+  return p.toString();
+}
 
 function Signatures({ ok }) {
   return ok ? (
@@ -34,10 +48,11 @@ function Signatures({ ok }) {
 }
 
 function TradeDetail({ ctx, taker, nonce }) {
-  const trades = useApi('/api/trades', { every: 10000 });
+  const trades = useApi(`/api/trades/${encodeURIComponent(taker)}/${encodeURIComponent(nonce)}`, { every: 10000 });
   const led = useApi('/api/ledger', { every: 5000 });
   const now = useNow(10000);
-  const t = (trades.data ?? []).find((x) => x.taker === taker && String(x.nonce) === String(nonce));
+  const t = trades.data;
+  const missing = trades.error && (trades.error.status === 404 || trades.error.status === 400);
   const dispute = (led.data?.disputes ?? []).find((d) => d.taker === taker && String(d.nonce) === String(nonce));
   const trading = canTrade(ctx.user);
   const changed = () => {
@@ -52,11 +67,11 @@ function TradeDetail({ ctx, taker, nonce }) {
           ← All trades
         </a>
       </PageHeader>
-      <ErrorNote error={trades.error} />
-      {!trades.data ? (
-        <Loading />
-      ) : !t ? (
+      {!missing && <ErrorNote error={trades.error} />}
+      {missing ? (
         <Notice kind="warn">This trade is not on this node.</Notice>
+      ) : !t ? (
+        <Loading />
       ) : (
         <Section title="Details" id="trade-detail">
           <dl class="facts wide" data-testid="trade-detail">
@@ -160,37 +175,44 @@ export function TradesPage({ ctx }) {
 }
 
 function TradeList({ ctx }) {
-  const trades = useApi('/api/trades', { every: 10000 });
   const now = useNow(10000);
   const [status, setStatus] = useState('');
   const [side, setSide] = useState('');
   const [who, setWho] = useState('');
   const [from, setFrom] = useState('');
   const [to, setTo] = useState('');
-  const [shown, setShown] = useState(PAGE);
+  const qs = useMemo(() => tradesQuery({ status, side, who, from, to }), [status, side, who, from, to]);
+  // The first page stays fresh; pages loaded on demand are kept for these same filters.
+  const trades = useApi(`/api/trades?${qs}`, { every: 10000 });
+  const [more, setMore] = useState({ qs: null, items: [], next: null });
+  const [busy, setBusy] = useState(false);
+  const [moreError, setMoreError] = useState(null);
   const c = ctx.currency;
-  const list = trades.data ?? [];
+  const extra = more.qs === qs ? more : { items: [], next: undefined };
   const rows = useMemo(() => {
-    const text = who.trim().toLowerCase();
-    const lo = localDayStart(from);
-    const hi = localDayStart(to);
-    return list
-      .map((t) => ({ t, s: tradeStatus(t, ctx.slotMinutes, now) }))
-      .filter(
-        ({ t, s }) =>
-          (!status ||
-            s.key === status ||
-            (status === 'standing' && t.from_agreement) ||
-            (status === 'dispute' && t.dispute)) &&
-          (!side || t.side === side) &&
-          (lo == null || t.slot_ms >= lo) &&
-          (hi == null || t.slot_ms < hi + 86400000) &&
-          (!text ||
-            (t.counterparty_name ?? '').toLowerCase().includes(text) ||
-            (t.counterparty ?? '').toLowerCase().includes(text)),
-      )
-      .sort((a, b) => b.t.slot_ms - a.t.slot_ms);
-  }, [trades.data, status, side, who, from, to, now]);
+    const first = trades.data?.trades ?? [];
+    const seen = new Set(first.map(tradeId));
+    return [...first, ...extra.items.filter((t) => !seen.has(tradeId(t)))].map((t) => ({
+      t,
+      s: tradeStatus(t, ctx.slotMinutes, now),
+    }));
+  }, [trades.data, extra.items, now]);
+  const next = extra.next !== undefined ? extra.next : trades.data?.next_cursor;
+  const total = trades.data?.total ?? 0;
+  const filtered = Boolean(status || side || who.trim() || from || to);
+  const loadMore = async () => {
+    if (!next) return;
+    setBusy(true);
+    setMoreError(null);
+    try {
+      const page = await get(`/api/trades?${qs}&cursor=${encodeURIComponent(next)}`);
+      setMore({ qs, items: [...extra.items, ...page.trades], next: page.next_cursor ?? null });
+    } catch (e) {
+      setMoreError(e);
+    } finally {
+      setBusy(false);
+    }
+  };
 
   return (
     <>
@@ -227,11 +249,11 @@ function TradeList({ ctx }) {
         {!trades.data ? (
           <Loading what="Loading trades" />
         ) : rows.length === 0 ? (
-          <Empty>{list.length ? 'No trade matches these filters.' : 'No trades yet. Take an offer on the market to make one.'}</Empty>
+          <Empty>{filtered ? 'No trade matches these filters.' : 'No trades yet. Take an offer on the market to make one.'}</Empty>
         ) : (
           <table class="table responsive" data-testid="trades-table">
             <caption class="sr-only">
-              {rows.length} of {list.length} trades
+              {rows.length} of {total} trades
             </caption>
             <thead>
               <tr>
@@ -246,7 +268,7 @@ function TradeList({ ctx }) {
               </tr>
             </thead>
             <tbody>
-              {rows.slice(0, shown).map(({ t, s }) => (
+              {rows.map(({ t, s }) => (
                 <tr
                   key={tradeId(t)}
                   data-testid="trade-row"
@@ -306,14 +328,17 @@ function TradeList({ ctx }) {
             </tbody>
           </table>
         )}
-        {rows.length > shown && (
-          <div class="form-actions">
-            <span class="muted small">
-              Showing {shown} of {rows.length} trades.
+        <ErrorNote error={moreError} />
+        {trades.data && rows.length > 0 && (
+          <div class="form-actions" data-testid="trades-more">
+            <span class="muted small" aria-live="polite">
+              Showing {rows.length} of {total} {filtered ? 'matching ' : ''}trades.
             </span>
-            <button type="button" onClick={() => setShown(shown + PAGE * 4)}>
-              Show more
-            </button>
+            {next && (
+              <button type="button" onClick={loadMore} disabled={busy}>
+                {busy ? 'Loading…' : 'Load more'}
+              </button>
+            )}
           </div>
         )}
         <p class="muted small">
