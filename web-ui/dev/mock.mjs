@@ -407,8 +407,9 @@ async function handle(node, req, res) {
     return json(res, 200, {
       limits: node.trader,
       log: [
-        { at_ms: now - 60000, action: 'post sell 1200 Wh at 9.5', why: 'forecast surplus 1250 Wh for 14:30, keeping 50 Wh back' },
-        { at_ms: now - 360000, action: 'take', why: 'buy offer from Bo at 10.2 ≥ my lowest selling price 7.0' },
+        { at_ms: now - 60000, acted: true, slot_ms: now + 900000, action: 'Offered 1.2 kWh for sale at 12.0 ¢/kWh for 14:30–14:45', why: 'forecast surplus 1.25 kWh, keeping 50 Wh back; asking 12.0 ¢ now, stepping down to your floor of 7.0 ¢ by 14:29' },
+        { at_ms: now - 360000, acted: true, slot_ms: now + 600000, action: "Took 7f3a-91c0's bid: selling 300 Wh at 10.2 ¢/kWh for 14:15–14:30", why: 'forecast surplus 420 Wh, keeping 50 Wh back; their 10.2 ¢ meets the asking price now, 9.8 ¢ (your floor is 7.0 ¢); agreed once they countersign' },
+        { at_ms: now - 5400000, acted: false, slot_ms: now - 3600000, action: 'Did nothing for 6 slots, 12:00–13:30', why: 'forecast surplus 30 Wh is no more than the 50 Wh you keep back' },
       ],
     });
   }
@@ -454,7 +455,7 @@ async function handle(node, req, res) {
     if (b?.password !== sess.user.password) return fail(res, 403, 'the password is wrong');
     if ((b.passphrase ?? '').length < 12) return fail(res, 400, 'the backup passphrase needs 12 to 1024 characters');
     res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Disposition': 'attachment; filename="wattmesh-key.backup"' });
-    return res.end('wattmesh key backup v1 argon2id m=65536 t=3 p=1\nnode (mock)\nsalt 00\nnonce 00\ndata 00\n');
+    return res.end(`wattmesh key backup v1 argon2id m=65536 t=3 p=1\nnode ${node.id}\nsalt ${hex(16)}\nnonce ${hex(24)}\ndata ${hex(48)}\n`);
   }
   mm = /^\/api\/export\/(readings|trades|settlements)\.csv$/.exec(p);
   if (mm) {

@@ -1,5 +1,5 @@
 // Pure logic of the pages (no DOM, no network), unit-tested in tests/unit/.
-import { formatMinute, formatPrice, formatSlot } from './format.js';
+import { formatMinute } from './format.js';
 
 /** The slots still open for trading: after gate closure is too late. */
 export function openSlots(charter, now, count = 12) {
@@ -96,16 +96,6 @@ export function energyData(rows, stepMs) {
 }
 
 export const hasBattery = (rows) => rows.some((r) => r.battery_w != null && r.battery_w !== 0);
-
-/** Makes the trader's log text easier to read: times of day for slot times (UTC ms), short
- * offer nonces, prices ("at 5350") in ¢/kWh. */
-export function humanize(text, slotMinutes, currency, now) {
-  return String(text ?? '')
-    .replace(/\b(1\d{12})\b/g, (m) => formatSlot(Number(m), slotMinutes, now))
-    .replace(/\b(\d{6})\d{10,}\b/g, '#$1…')
-    .replace(/\b(at|limit) (\d+)\b(?! ?(?:Wh|W|%|min|s)\b)/g, (m, w, p) => `${w} ${formatPrice(Number(p), currency)}`);
-}
-
 
 const DAYS = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'];
 export const WEEKDAY_NAMES = ['Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday', 'Sunday'];

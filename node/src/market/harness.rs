@@ -290,7 +290,8 @@ impl Sim {
                     });
                 }
                 Output::Done { .. } => {}
-                Output::Traded(_) => self.report.trader_actions += 1,
+                Output::Traded(a) if a.acts() => self.report.trader_actions += 1,
+                Output::Traded(_) => {}
             }
         }
     }

@@ -330,6 +330,8 @@ pub struct Market {
     /// What the automatic trader worked with per slot and side: its limit and the most it
     /// wanted (the forecast moves while a slot's window is open). Kept for two days.
     trader_orders: BTreeMap<(u64, Side), trader::Order>,
+    /// The last reason the trader logged for doing nothing in a slot ([`trader::Hold::key`]).
+    trader_holds: BTreeMap<u64, (u8, u8)>,
     /// Maker-signed trades whose taker said it holds nothing: not asked again.
     settled_status: std::collections::HashSet<TradeId>,
     next_token: u64,
@@ -371,6 +373,7 @@ impl Market {
             settled_status: std::collections::HashSet::new(),
             nonce_counter: 0,
             trader_orders: BTreeMap::new(),
+            trader_holds: BTreeMap::new(),
             next_token: 1,
             break_reservation: false,
         }
@@ -764,6 +767,7 @@ impl Market {
         }
         let keep_from = now.saturating_sub(2 * 86_400_000);
         self.trader_orders.retain(|(s, _), _| *s >= keep_from);
+        self.trader_holds.retain(|s, _| *s >= keep_from);
         let pend = |s: u64, side: Side| self.pending_energy(s, side);
         let actions = trader::decide(
             now,
@@ -814,6 +818,10 @@ impl Market {
                     // The trader's takes report through its log, not a command (id 0).
                     self.take(now, may_sign, 0, *offer, *energy_wh, nonce, out)
                         .is_ok()
+                }
+                // Doing nothing is logged once per slot and reason, not at every turn.
+                trader::Action::Hold { slot_ms, why } => {
+                    self.trader_holds.insert(*slot_ms, why.key()) != Some(why.key())
                 }
             };
             if ok {

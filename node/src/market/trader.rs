@@ -5,6 +5,8 @@
 //! both takes matching offers from the book and posts its own. It is pure: it looks at the
 //! book, our trades and the forecast, and returns actions, each with the reason it was taken.
 
+pub mod text;
+
 use crate::book::Book;
 use serde::{Deserialize, Serialize};
 use wattmesh_protocol::charter::Charter;
@@ -67,7 +69,7 @@ impl Default for Limits {
     }
 }
 
-/// What the trader wants done.
+/// What the trader wants done, or what it decided not to do, with the figures behind it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
@@ -82,29 +84,187 @@ pub enum Action {
         /// Price.
         price: u64,
         /// Why.
-        why: String,
+        why: Why,
     },
     /// Give one of our offers a new quantity and price (the ramp, or energy moved to a take);
     /// quantity 0 withdraws it.
     Resize {
         /// The offer's nonce.
         nonce: u64,
+        /// Sell or buy (the offer's side).
+        side: Side,
+        /// The offer's slot.
+        slot_ms: u64,
+        /// The quantity before, Wh.
+        was_wh: u64,
+        /// The price before.
+        was_price: u64,
         /// The new quantity, Wh.
         quantity_wh: u64,
         /// The new price.
         price: u64,
         /// Why.
-        why: String,
+        why: Why,
     },
     /// Take (part of) an offer from the book.
     Take {
         /// The offer.
         offer: OfferId,
+        /// Our side: `Sell` takes a neighbour's bid, `Buy` a neighbour's sell offer.
+        side: Side,
+        /// The slot.
+        slot_ms: u64,
         /// Energy, Wh.
         energy_wh: u64,
+        /// The offer's price (what the trade is at).
+        price: u64,
         /// Why.
-        why: String,
+        why: Why,
     },
+    /// Nothing to do for a slot, and why. Only logged; nothing is signed or sent.
+    Hold {
+        /// The slot.
+        slot_ms: u64,
+        /// Why nothing.
+        why: Hold,
+    },
+}
+
+impl Action {
+    /// Whether the trader actually did something (not a [`Action::Hold`]).
+    pub fn acts(&self) -> bool {
+        !matches!(self, Action::Hold { .. })
+    }
+
+    /// The slot the action is about.
+    pub fn slot_ms(&self) -> u64 {
+        match self {
+            Action::Post { slot_ms, .. }
+            | Action::Resize { slot_ms, .. }
+            | Action::Take { slot_ms, .. }
+            | Action::Hold { slot_ms, .. } => *slot_ms,
+        }
+    }
+}
+
+/// The figures behind an action, for the owner's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Why {
+    /// The forecast net export for the slot, Wh (negative: a deficit).
+    pub forecast_wh: i64,
+    /// The energy kept back from selling (`Limits::sell_above_wh`), Wh.
+    pub keep_back_wh: u64,
+    /// The most per slot for this side (`max_sell_wh` or `max_buy_wh`), Wh.
+    pub max_wh: u64,
+    /// The energy the trader wants to trade in the slot (forecast within the limits), Wh.
+    pub wanted_wh: u64,
+    /// Already traded or being agreed in the slot, Wh.
+    pub done_wh: u64,
+    /// Going to takes at this step, Wh.
+    pub taking_wh: u64,
+    /// The owner's floor (selling) or ceiling (buying), clamped to the charter's band.
+    pub limit_price: u64,
+    /// Where the price ramp stands now.
+    pub ramp_price: u64,
+    /// When trading for the slot closes (gate closure), UTC ms.
+    pub gate_ms: u64,
+    /// The resize removes a second offer of ours for the same slot and side.
+    pub duplicate: bool,
+}
+
+/// Why the trader did nothing for a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Hold {
+    /// The slot starts outside the owner's hours.
+    OutsideHours {
+        /// `Limits::from_hour`.
+        from_hour: u8,
+        /// `Limits::to_hour`.
+        to_hour: u8,
+        /// `Limits::utc_offset_minutes` then.
+        utc_offset_minutes: i64,
+    },
+    /// No surplus above what is kept back, and no deficit.
+    NoSurplus {
+        /// Forecast net export, Wh.
+        forecast_wh: i64,
+        /// Kept back, Wh.
+        keep_back_wh: u64,
+    },
+    /// A surplus, but selling is off.
+    SellingOff {
+        /// Forecast net export, Wh.
+        forecast_wh: i64,
+    },
+    /// A deficit, but buying is off.
+    BuyingOff {
+        /// Forecast net export, Wh.
+        forecast_wh: i64,
+    },
+    /// Everything wanted is traded or being agreed.
+    LimitReached {
+        /// Sell or buy.
+        side: Side,
+        /// Forecast net export, Wh.
+        forecast_wh: i64,
+        /// Traded or being agreed, Wh.
+        done_wh: u64,
+        /// Wanted for the slot, Wh.
+        wanted_wh: u64,
+        /// The most per slot, Wh.
+        max_wh: u64,
+        /// Kept back, Wh.
+        keep_back_wh: u64,
+    },
+    /// Our offer stands unchanged; no offer in the book meets our price.
+    Waiting {
+        /// Sell or buy.
+        side: Side,
+        /// Our offer's quantity, Wh.
+        offer_wh: u64,
+        /// Our offer's price (the ramp's now).
+        price: u64,
+        /// The owner's floor or ceiling.
+        limit_price: u64,
+        /// The best opposite offer in the book for the slot: its price and maker.
+        best: Option<(u64, NodeId)>,
+        /// When trading for the slot closes, UTC ms.
+        gate_ms: u64,
+    },
+}
+
+impl Hold {
+    /// What makes two holds "the same" for the log: the kind, the side and, while waiting,
+    /// whether any counter-offer exists and whether it is beyond the owner's limit.
+    pub fn key(&self) -> (u8, u8) {
+        let side = |s: &Side| if *s == Side::Sell { 1 } else { 2 };
+        match self {
+            Hold::OutsideHours { .. } => (0, 0),
+            Hold::NoSurplus { .. } => (1, 0),
+            Hold::SellingOff { .. } => (2, 0),
+            Hold::BuyingOff { .. } => (3, 0),
+            Hold::LimitReached { side: s, .. } => (4, side(s)),
+            Hold::Waiting {
+                side: s,
+                best,
+                limit_price,
+                ..
+            } => {
+                let sub = match best {
+                    None => 0,
+                    Some((p, _)) => {
+                        let beyond = match s {
+                            Side::Sell => p < limit_price,
+                            Side::Buy => p > limit_price,
+                        };
+                        if beyond { 1 } else { 2 }
+                    }
+                };
+                (5, side(s) * 4 + sub)
+            }
+        }
+    }
 }
 
 /// The ramped price at `now` for a slot: sellers from retail down to their floor, buyers from
@@ -152,23 +312,97 @@ pub struct Order {
     pub quantity_wh: u64,
 }
 
-/// The slots whose trading window is open at `now`, within the owner's hours.
-fn open_slots(now: u64, c: &Charter, limits: &Limits, utc_offset_min: i64) -> Vec<u64> {
+/// The slots whose trading window is open at `now`, each with whether it starts within the
+/// owner's hours.
+fn open_slots(now: u64, c: &Charter, limits: &Limits, utc_offset_min: i64) -> Vec<(u64, bool)> {
     let first = slot::first_open_slot(c, now);
     (0..u64::from(limits.lead_slots))
         .map(|k| first + k * c.slot_ms())
         .filter(|&s| {
+            let gate = slot::gate_closure(c, s);
+            let window = u64::from(limits.ramp_minutes.max(1)) * 60_000;
+            now >= gate.saturating_sub(window) && now < gate
+        })
+        .map(|s| {
             let h = local_hour(s, utc_offset_min);
             let in_hours = if limits.from_hour <= limits.to_hour {
                 h >= limits.from_hour && h < limits.to_hour
             } else {
                 h >= limits.from_hour || h < limits.to_hour
             };
-            let gate = slot::gate_closure(c, s);
-            let window = u64::from(limits.ramp_minutes.max(1)) * 60_000;
-            in_hours && now >= gate.saturating_sub(window) && now < gate
+            (s, in_hours)
         })
         .collect()
+}
+
+/// For each slot whose trading window is open at `now`: the order the forecast
+/// `forecast(slot)` (expected net export, Wh) calls for within the owner's limits, or why there
+/// is none.
+pub fn plan(
+    now: u64,
+    c: &Charter,
+    limits: &Limits,
+    utc_offset_min: i64,
+    forecast: &dyn Fn(u64) -> i64,
+) -> Vec<(u64, Result<Order, Hold>)> {
+    if !limits.enabled {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (s, in_hours) in open_slots(now, c, limits, utc_offset_min) {
+        if !in_hours {
+            out.push((
+                s,
+                Err(Hold::OutsideHours {
+                    from_hour: limits.from_hour,
+                    to_hour: limits.to_hour,
+                    utc_offset_minutes: utc_offset_min,
+                }),
+            ));
+            continue;
+        }
+        let f = forecast(s);
+        let (side, quantity_wh) = if f > limits.sell_above_wh as i64 {
+            if !limits.sell {
+                out.push((s, Err(Hold::SellingOff { forecast_wh: f })));
+                continue;
+            }
+            (
+                Side::Sell,
+                (f as u64 - limits.sell_above_wh).min(limits.max_sell_wh),
+            )
+        } else if f < 0 {
+            if !limits.buy {
+                out.push((s, Err(Hold::BuyingOff { forecast_wh: f })));
+                continue;
+            }
+            (Side::Buy, f.unsigned_abs().min(limits.max_buy_wh))
+        } else {
+            out.push((
+                s,
+                Err(Hold::NoSurplus {
+                    forecast_wh: f,
+                    keep_back_wh: limits.sell_above_wh,
+                }),
+            ));
+            continue;
+        };
+        let limit_price = match side {
+            Side::Sell => limits.min_sell_price,
+            Side::Buy => limits.max_buy_price,
+        }
+        .clamp(c.feed_in_price, c.retail_price);
+        out.push((
+            s,
+            Ok(Order {
+                slot_ms: s,
+                side,
+                limit_price,
+                quantity_wh,
+            }),
+        ));
+    }
+    out
 }
 
 /// The orders the trader works with at `now`: for each open slot, the side the forecast
@@ -180,40 +414,16 @@ pub fn orders(
     utc_offset_min: i64,
     forecast: &dyn Fn(u64) -> i64,
 ) -> Vec<Order> {
-    if !limits.enabled {
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    for s in open_slots(now, c, limits, utc_offset_min) {
-        let f = forecast(s);
-        let (side, quantity_wh) = if limits.sell && f > limits.sell_above_wh as i64 {
-            (
-                Side::Sell,
-                (f as u64 - limits.sell_above_wh).min(limits.max_sell_wh),
-            )
-        } else if limits.buy && f < 0 {
-            (Side::Buy, f.unsigned_abs().min(limits.max_buy_wh))
-        } else {
-            continue;
-        };
-        let limit_price = match side {
-            Side::Sell => limits.min_sell_price,
-            Side::Buy => limits.max_buy_price,
-        }
-        .clamp(c.feed_in_price, c.retail_price);
-        out.push(Order {
-            slot_ms: s,
-            side,
-            limit_price,
-            quantity_wh,
-        });
-    }
-    out
+    plan(now, c, limits, utc_offset_min, forecast)
+        .into_iter()
+        .filter_map(|(_, o)| o.ok())
+        .collect()
 }
 
 /// Decides what to do at `now`. `forecast(slot)` is the expected net export of our home in
 /// that slot, Wh (negative: a deficit). `pending(slot, side)` is energy in proposals still in
-/// flight. Returns the actions, each with its reason.
+/// flight. Returns the actions, each with its reason, and a [`Action::Hold`] for each open
+/// slot where it does nothing.
 #[allow(clippy::too_many_arguments)]
 pub fn decide(
     now: u64,
@@ -227,8 +437,15 @@ pub fn decide(
     pending: &dyn Fn(u64, Side) -> u64,
 ) -> Vec<Action> {
     let mut out = Vec::new();
-    for order in orders(now, c, limits, utc_offset_min, forecast) {
-        let (s, side, wanted) = (order.slot_ms, order.side, order.quantity_wh);
+    for (s, planned) in plan(now, c, limits, utc_offset_min, forecast) {
+        let order = match planned {
+            Ok(o) => o,
+            Err(why) => {
+                out.push(Action::Hold { slot_ms: s, why });
+                continue;
+            }
+        };
+        let (side, wanted) = (order.side, order.quantity_wh);
         let f = forecast(s);
         let entries = book.sorted_from(s);
         let in_slot: Vec<_> = entries.iter().filter(|e| e.offer.slot_ms == s).collect();
@@ -240,87 +457,114 @@ pub fn decide(
                 Side::Buy => t.buyer() == me,
             })
             .map(|t| t.energy_wh)
-            .sum();
+            .sum::<u64>()
+            + pending(s, side);
         let ours: Vec<_> = in_slot
             .iter()
             .filter(|e| e.offer.maker == me && e.offer.side == side)
             .collect();
-        let mut left = wanted.saturating_sub(done + pending(s, side));
+        let mut left = wanted.saturating_sub(done);
         let price = ramp_price(c, limits, side, s, now);
-        // Take what the book already offers at our price or better, best first.
-        let mut matches: Vec<_> = in_slot
+        let mut why = Why {
+            forecast_wh: f,
+            keep_back_wh: limits.sell_above_wh,
+            max_wh: match side {
+                Side::Sell => limits.max_sell_wh,
+                Side::Buy => limits.max_buy_wh,
+            },
+            wanted_wh: wanted,
+            done_wh: done,
+            taking_wh: 0,
+            limit_price: order.limit_price,
+            ramp_price: price,
+            gate_ms: slot::gate_closure(c, s),
+            duplicate: false,
+        };
+        // The opposite offers in the slot, best first.
+        let mut theirs: Vec<_> = in_slot
             .iter()
             .filter(|e| {
                 e.offer.maker != me && e.offer.side == side.opposite() && e.offer.quantity_wh > 0
             })
-            .filter(|e| match side {
-                Side::Sell => e.offer.price >= price,
-                Side::Buy => e.offer.price <= price,
-            })
             .collect();
-        matches.sort_by_key(|e| match side {
+        theirs.sort_by_key(|e| match side {
             Side::Sell => u64::MAX - e.offer.price,
             Side::Buy => e.offer.price,
         });
+        let best = theirs.first().map(|e| (e.offer.price, e.offer.maker));
+        // Take what the book already offers at our price or better, best first.
         let mut takes = Vec::new();
-        for e in matches {
+        for e in theirs.iter().filter(|e| match side {
+            Side::Sell => e.offer.price >= price,
+            Side::Buy => e.offer.price <= price,
+        }) {
             let q = left.min(e.offer.quantity_wh);
             if q == 0 || q < e.offer.min_fill_wh.min(e.offer.quantity_wh) {
                 continue;
             }
-            takes.push(Action::Take {
-                offer: e.offer.id(),
-                energy_wh: q,
-                why: format!(
-                    "{} {q} Wh for slot {s}: the book has it at {} and our ramp stands at {price}; forecast {f:+} Wh",
-                    if side == Side::Sell { "sell" } else { "buy" },
-                    e.offer.price
-                ),
-            });
+            takes.push((e.offer.id(), q, e.offer.price));
             left -= q;
         }
+        why.taking_wh = takes.iter().map(|t| t.1).sum();
+        let acted = out.len();
         // Our own offer holds exactly what is still wanted after the takes, at the ramp's
         // price. It is resized before the takes go out, so the same energy is never both
         // in our offer and in a take.
         let mut first = true;
         for e in &ours {
             let q = if first { left } else { 0 };
+            let duplicate = !first;
             first = false;
             if e.offer.quantity_wh != q || (q > 0 && e.offer.price != price) {
                 out.push(Action::Resize {
                     nonce: e.offer.nonce,
+                    side,
+                    slot_ms: s,
+                    was_wh: e.offer.quantity_wh,
+                    was_price: e.offer.price,
                     quantity_wh: q,
                     price: if q > 0 { price } else { e.offer.price },
-                    why: format!(
-                        "{} offer for slot {s}: {} Wh at {} -> {q} Wh at {price} (ramp; forecast {f:+} Wh)",
-                        if side == Side::Sell { "sell" } else { "buy" },
-                        e.offer.quantity_wh,
-                        e.offer.price
-                    ),
+                    why: Why { duplicate, ..why },
                 });
             }
         }
-        out.extend(takes);
+        out.extend(takes.into_iter().map(|(offer, energy_wh, p)| Action::Take {
+            offer,
+            side,
+            slot_ms: s,
+            energy_wh,
+            price: p,
+            why,
+        }));
         if left > 0 && ours.is_empty() {
             out.push(Action::Post {
                 side,
                 slot_ms: s,
                 quantity_wh: left,
                 price,
-                why: format!(
-                    "forecast {f:+} Wh for slot {s}: {} {left} Wh at {price} (limit {})",
-                    if side == Side::Sell {
-                        "offer"
-                    } else {
-                        "bid for"
-                    },
-                    if side == Side::Sell {
-                        limits.min_sell_price
-                    } else {
-                        limits.max_buy_price
-                    }
-                ),
+                why,
             });
+        }
+        if out.len() == acted {
+            let why = match ours.first() {
+                Some(e) if left > 0 => Hold::Waiting {
+                    side,
+                    offer_wh: e.offer.quantity_wh,
+                    price: e.offer.price,
+                    limit_price: order.limit_price,
+                    best,
+                    gate_ms: slot::gate_closure(c, s),
+                },
+                _ => Hold::LimitReached {
+                    side,
+                    forecast_wh: f,
+                    done_wh: done,
+                    wanted_wh: wanted,
+                    max_wh: why.max_wh,
+                    keep_back_wh: limits.sell_above_wh,
+                },
+            };
+            out.push(Action::Hold { slot_ms: s, why });
         }
     }
     out

@@ -469,8 +469,66 @@ pub struct TraderEntry {
     pub at_ms: u64,
     /// What, in words.
     pub action: String,
-    /// Why.
+    /// Why, in words, with the figures.
     pub why: String,
+    /// Whether it did something (false: it decided to do nothing, and `why` says why).
+    pub acted: bool,
+    /// The (last) slot it is about, UTC ms.
+    pub slot_ms: u64,
+}
+
+/// One entry of the trader's log as kept: the action and, for a hold repeated over
+/// consecutive slots, how many slots from which.
+#[derive(Debug, Clone)]
+struct TraderLogItem {
+    at_ms: u64,
+    action: crate::market::trader::Action,
+    slots: u32,
+    first_slot_ms: u64,
+}
+
+/// The most entries the trader's log keeps.
+const TRADER_LOG_LEN: usize = 200;
+
+/// Adds an action to the trader's log. A hold for the same reason as the newest entry, for a
+/// later slot, extends that entry ("did nothing for 6 slots") instead of filling the log with
+/// a night of "no surplus".
+fn push_trader_log(
+    log: &mut std::collections::VecDeque<TraderLogItem>,
+    at_ms: u64,
+    action: crate::market::trader::Action,
+) {
+    use crate::market::trader::Action;
+    if let (
+        Some(last),
+        Action::Hold {
+            slot_ms,
+            why: new_why,
+        },
+    ) = (log.back_mut(), &action)
+    {
+        if let Action::Hold {
+            slot_ms: last_slot,
+            why: last_why,
+        } = &last.action
+        {
+            if last_why.key() == new_why.key() && slot_ms > last_slot {
+                last.slots += 1;
+                last.at_ms = at_ms;
+                last.action = action;
+                return;
+            }
+        }
+    }
+    if log.len() >= TRADER_LOG_LEN {
+        log.pop_front();
+    }
+    log.push_back(TraderLogItem {
+        at_ms,
+        first_slot_ms: action.slot_ms(),
+        action,
+        slots: 1,
+    });
 }
 
 /// How to start a node.
@@ -785,7 +843,7 @@ struct Core {
     synced_tx: mpsc::Sender<PeerId>,
     trader: crate::market::trader::Limits,
     last_trader_ms: u64,
-    trader_log: std::collections::VecDeque<(u64, crate::market::trader::Action)>,
+    trader_log: std::collections::VecDeque<TraderLogItem>,
     /// Wall-clock times of offers seen, proposals sent and trades stored.
     timeline: timeline::Timeline,
     /// Recent grid power readings (time, W), for the trader's forecast.
@@ -1514,51 +1572,28 @@ impl Core {
                 let _ = reply.send(list);
             }
             Request::Trader(reply) => {
-                use crate::market::trader::Action;
+                let c = &self.n.chain.at(self.clock.now_ms()).charter;
+                let ctx = crate::market::trader::text::Ctx {
+                    currency: c.currency.clone(),
+                    utc_offset_minutes: self.trader.utc_offset_minutes,
+                    slot_minutes: u64::from(c.slot_minutes),
+                };
                 let log = self
                     .trader_log
                     .iter()
-                    .map(|(at_ms, a)| {
-                        let (action, why) = match a {
-                            Action::Post {
-                                side,
-                                slot_ms,
-                                quantity_wh,
-                                price,
-                                why,
-                            } => (
-                                format!(
-                                    "posted a {} offer of {quantity_wh} Wh at {price} for slot {slot_ms}",
-                                    if *side == Side::Sell { "sell" } else { "buy" }
-                                ),
-                                why,
-                            ),
-                            Action::Resize {
-                                nonce,
-                                quantity_wh,
-                                price,
-                                why,
-                            } => (
-                                format!("set offer {nonce} to {quantity_wh} Wh at {price}"),
-                                why,
-                            ),
-                            Action::Take {
-                                offer,
-                                energy_wh,
-                                why,
-                            } => (
-                                format!(
-                                    "took {energy_wh} Wh of {}'s offer {}",
-                                    offer.maker.short(),
-                                    offer.nonce
-                                ),
-                                why,
-                            ),
-                        };
+                    .map(|e| {
+                        let t = crate::market::trader::text::describe(
+                            &e.action,
+                            &ctx,
+                            e.slots,
+                            e.first_slot_ms,
+                        );
                         TraderEntry {
-                            at_ms: *at_ms,
-                            action,
-                            why: why.clone(),
+                            at_ms: e.at_ms,
+                            acted: e.action.acts(),
+                            slot_ms: e.action.slot_ms(),
+                            action: t.what,
+                            why: t.why,
                         }
                     })
                     .collect();
@@ -1757,11 +1792,12 @@ impl Core {
                 }
                 Output::Done { cmd, result } => self.done(cmd, result),
                 Output::Traded(action) => {
-                    info!(?action, "automatic trader");
-                    if self.trader_log.len() >= 200 {
-                        self.trader_log.pop_front();
+                    if action.acts() {
+                        info!(?action, "automatic trader");
+                    } else {
+                        debug!(?action, "automatic trader holds");
                     }
-                    self.trader_log.push_back((self.clock.now_ms(), action));
+                    push_trader_log(&mut self.trader_log, self.clock.now_ms(), action);
                 }
             }
         }
@@ -1953,5 +1989,86 @@ fn trade_view(
         dispute: None,
         offer_maker: t.offer.maker.to_hex(),
         offer_nonce: t.offer.nonce,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::market::trader::{Action, Hold};
+
+    fn hold(slot_ms: u64, forecast_wh: i64) -> Action {
+        Action::Hold {
+            slot_ms,
+            why: Hold::NoSurplus {
+                forecast_wh,
+                keep_back_wh: 50,
+            },
+        }
+    }
+
+    #[test]
+    fn a_night_of_no_surplus_is_one_log_entry() {
+        let mut log = std::collections::VecDeque::new();
+        let s = 1_782_154_800_000;
+        for k in 0..40 {
+            push_trader_log(
+                &mut log,
+                s + k * 900_000 - 600_000,
+                hold(s + k * 900_000, 0),
+            );
+        }
+        assert_eq!(log.len(), 1);
+        assert_eq!((log[0].slots, log[0].first_slot_ms), (40, s));
+        assert_eq!(log[0].action.slot_ms(), s + 39 * 900_000);
+        // A different reason starts a new entry, and so does a hold after an action.
+        let outside = Action::Hold {
+            slot_ms: s + 40 * 900_000,
+            why: Hold::OutsideHours {
+                from_hour: 8,
+                to_hour: 20,
+                utc_offset_minutes: -300,
+            },
+        };
+        push_trader_log(&mut log, s, outside);
+        push_trader_log(
+            &mut log,
+            s,
+            Action::Post {
+                side: wattmesh_protocol::offer::Side::Sell,
+                slot_ms: s + 41 * 900_000,
+                quantity_wh: 300,
+                price: 9_000,
+                why: crate::market::trader::Why {
+                    forecast_wh: 350,
+                    keep_back_wh: 50,
+                    max_wh: 5_000,
+                    wanted_wh: 300,
+                    done_wh: 0,
+                    taking_wh: 0,
+                    limit_price: 8_000,
+                    ramp_price: 9_000,
+                    gate_ms: s,
+                    duplicate: false,
+                },
+            },
+        );
+        push_trader_log(&mut log, s, hold(s + 42 * 900_000, 10));
+        assert_eq!(log.len(), 4);
+        assert_eq!(log[3].slots, 1);
+        // Never more than the cap.
+        for k in 0..(TRADER_LOG_LEN as u64 * 2) {
+            let f = if k % 2 == 0 { 0 } else { -10 };
+            let a = if f == 0 {
+                hold(s + (50 + k) * 900_000, 0)
+            } else {
+                Action::Hold {
+                    slot_ms: s + (50 + k) * 900_000,
+                    why: Hold::BuyingOff { forecast_wh: f },
+                }
+            };
+            push_trader_log(&mut log, s, a);
+        }
+        assert_eq!(log.len(), TRADER_LOG_LEN);
     }
 }

@@ -4,7 +4,6 @@ import { canTrade, nodeNow, put, useApi } from '../api.js';
 import {
   Badge, Check, Empty, ErrorNote, Field, Loading, Notice, PageHeader, Section, useAction,
 } from '../components.jsx';
-import { humanize } from '../logic.js';
 import { formatPrice, formatTime, kwhInput, minorUnit, parseKwh, parsePrice, priceInput } from '../format.js';
 
 const PRICE = ['min_sell_price', 'max_buy_price'];
@@ -54,14 +53,6 @@ const NAMES = {
   ramp_minutes: 'price ramp',
   utc_offset_minutes: 'time zone offset',
 };
-
-function describeAction(a) {
-  if (a == null) return '';
-  if (typeof a === 'string') return a;
-  return Object.entries(a)
-    .map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : v}`)
-    .join(', ');
-}
 
 export function AutomationPage({ ctx }) {
   const tr = useApi('/api/trader', { every: 15000 });
@@ -218,10 +209,10 @@ export function AutomationPage({ ctx }) {
                 .sort((a, b) => b.at_ms - a.at_ms)
                 .slice(0, showAll ? undefined : 15)
                 .map((e, i) => (
-                  <li key={`${e.at_ms}-${i}`}>
+                  <li key={`${e.at_ms}-${i}`} class={e.acted === false ? 'held' : ''}>
                     <time dateTime={new Date(e.at_ms).toISOString()}>{formatTime(e.at_ms, nodeNow())}</time>
-                    <strong>{humanize(describeAction(e.action), ctx.slotMinutes, c, nodeNow())}</strong>
-                    <span class="why">{humanize(e.why, ctx.slotMinutes, c, nodeNow())}</span>
+                    <strong>{e.action}</strong>
+                    <span class="why">{e.why ? `Why: ${e.why}.` : ''}</span>
                   </li>
                 ))}
             </ol>

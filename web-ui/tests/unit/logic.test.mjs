@@ -119,17 +119,6 @@ test('u64 nonces survive the round trip exactly', () => {
   assert.equal(stringifyJson({ nonce: rawInt(42) }), '{"nonce":42}');
 });
 
-import { humanize } from '../../src/logic.js';
-
-test('trader log text reads as times, short nonces and prices', () => {
-  const slot = new Date(2026, 5, 21, 16, 20).getTime();
-  const now = new Date(2026, 5, 21, 16, 10).getTime();
-  const s = humanize(`set offer 11793123456789012345 to 7 Wh at 5800`, 5, 'USD', now);
-  assert.equal(s, 'set offer #117931… to 7 Wh at 5.8 ¢/kWh');
-  const w = humanize(`forecast -8 Wh for slot ${slot}: bid for 8 Wh at 4000 (limit 8500)`, 5, 'USD', now);
-  assert.match(w, /^forecast -8 Wh for slot today [^:]+:\d\d\D*–[^:]+:\d\d\D*: bid for 8 Wh at 4 ¢\/kWh \(limit 8.5 ¢\/kWh\)$/);
-});
-
 import { weekdaysText, hoursText, agreementCovers, agreementSlotCount, lastResolve, noteStage, tradeValue, byteLength, docState } from '../../src/logic.js';
 import { parseMoney, moneyInput, formatOffset, offsetDayStart, offsetDateInput, parseMinute } from '../../src/format.js';
 
