@@ -345,6 +345,55 @@ async fn the_api_needs_a_session_and_refuses_cross_site_requests() {
     );
     assert_eq!(http(addr, "GET", "/api/users", &kid, "").await.status, 403);
 
+    // Meter calibration: everyone sees the live per-channel readings; the simulated meter has
+    // nothing to calibrate, which a change says plainly (409); a viewer may not try at all;
+    // malformed calibrations are a clear 400.
+    let view = eventually(Duration::from_secs(20), || async {
+        let r = http(addr, "GET", "/api/meter/calibration", &kid, "").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = r.json();
+        (!v["live"].as_array()?.is_empty()).then_some(v)
+    })
+    .await
+    .expect("live readings per channel");
+    assert_eq!(view["source"], "simulated");
+    assert_eq!(view["calibratable"], false);
+    assert!(view["calibration"].is_null());
+    assert!(
+        view["note"]
+            .as_str()
+            .unwrap()
+            .contains("needs no calibration")
+    );
+    assert!(
+        view["live"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["kind"] == "grid" && c["power_w"].is_number())
+    );
+    let cal = r#"{"calibration":{"volts_per_count":0.43,"channels":[{"name":"grid","legs":[{"amps_per_count":0.3,"phase_lead_deg":1.5}]}]}}"#;
+    let r = http(addr, "PUT", "/api/meter/calibration", &kid, cal).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = http(addr, "PUT", "/api/meter/calibration", &with_csrf, cal).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("needs no calibration")
+    );
+    for body in [
+        r#"{"calibration":{"volts":1}}"#,
+        r#"{"calibration":{"volts_per_count":"high","channels":[]}}"#,
+        r#"{"calibration":{"volts_per_count":null,"channels":[{"name":"grid","legs":[{"amps_per_count":1e999,"phase_lead_deg":0}]}]}}"#,
+        "[]",
+    ] {
+        let r = http(addr, "PUT", "/api/meter/calibration", &with_csrf, body).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(r.json()["error"].is_string());
+    }
+
     // Live power arrives by itself.
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(

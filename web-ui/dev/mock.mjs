@@ -28,6 +28,14 @@ const nodes = ports.map((port, i) => ({
     max_buy_price: 11000, max_buy_wh: 5000, from_hour: 0, to_hour: 24, lead_slots: 2, ramp_minutes: 20,
     utc_offset_minutes: -360,
   },
+  // Node A reads current clamps (calibratable), node B is simulated.
+  calibration: i === 0 ? {
+    volts_per_count: 0.426,
+    channels: [
+      { name: 'grid', legs: [{ amps_per_count: 0.293, phase_lead_deg: 0 }, { amps_per_count: 0.293, phase_lead_deg: 0 }] },
+      { name: 'solar', legs: [{ amps_per_count: 0.293, phase_lead_deg: 0 }] },
+    ],
+  } : null,
 }));
 charter.admins = [nodes[0].id];
 
@@ -402,6 +410,52 @@ async function handle(node, req, res) {
     if (!inv) return fail(res, 404, 'no such invite');
     inv.status = 'revoked';
     return json(res, 200, {});
+  }
+  if (p === '/api/meter/calibration') {
+    const view = () => {
+      const pw = power(node, now);
+      const leg = (w, g) => ({ vrms_v: 120.4, irms_a: Math.abs(w) / 120.4 * g, real_power_w: w * g, apparent_power_va: Math.abs(w) * g, power_factor: w < 0 ? -0.98 : 0.98 });
+      const c = node.calibration;
+      const live = c
+        ? [
+          { name: 'grid', kind: 'grid', power_w: pw.grid_w, status: 'ok', frequency_hz: 60.01, legs: [leg(pw.grid_w / 2, c.channels[0].legs[0].amps_per_count / 0.293), leg(pw.grid_w / 2, c.channels[0].legs[1].amps_per_count / 0.293)] },
+          { name: 'solar', kind: 'solar', power_w: -pw.solar_w, status: 'ok', frequency_hz: 60.01, legs: [leg(-pw.solar_w, c.channels[1].legs[0].amps_per_count / 0.293)] },
+        ]
+        : [
+          { name: 'grid', kind: 'grid', power_w: pw.grid_w, status: 'ok', frequency_hz: null, legs: [] },
+          { name: 'solar', kind: 'solar', power_w: -pw.solar_w, status: 'ok', frequency_hz: null, legs: [] },
+          { name: 'load', kind: 'load', power_w: pw.load_w, status: 'ok', frequency_hz: null, legs: [] },
+        ];
+      return {
+        source: c ? 'ct' : 'simulated',
+        calibratable: !!c,
+        note: c
+          ? 'Set each clamp\'s gain (amperes per ADC count) and phase correction, and the voltage reference\'s gain, against a trusted meter. A change applies from the next mains cycle, without a restart, and is kept over restarts.'
+          : 'The simulated meter needs no calibration: its readings are computed.',
+        calibration: c, live, at_ms: now,
+      };
+    };
+    if (m === 'GET') return json(res, 200, view());
+    if (m === 'PUT') {
+      if (!trading) return fail(res, 403, 'this account may only look, not trade');
+      const b = await body(req);
+      const cal = b?.calibration;
+      if (!cal || !Array.isArray(cal.channels)) return fail(res, 400, 'calibration missing');
+      if (!node.calibration) return fail(res, 409, view().note);
+      const gain = (g) => typeof g === 'number' && g > 0 && g <= 100;
+      if (!gain(cal.volts_per_count)) return fail(res, 400, `volts_per_count ${cal.volts_per_count} is not a gain: above 0 and at most 100`);
+      if (cal.channels.length !== node.calibration.channels.length) return fail(res, 400, 'the channels do not match the meter');
+      for (const [ci, ch] of cal.channels.entries()) {
+        const mine = node.calibration.channels[ci];
+        if (ch.name !== mine.name || ch.legs?.length !== mine.legs.length) return fail(res, 400, `channel ${JSON.stringify(ch.name)} does not match the meter`);
+        for (const [k, l] of ch.legs.entries()) {
+          if (!gain(l.amps_per_count)) return fail(res, 400, `channel "${ch.name}" clamp ${k + 1}: amps_per_count ${l.amps_per_count} is not a gain: above 0 and at most 100`);
+          if (typeof l.phase_lead_deg !== 'number' || Math.abs(l.phase_lead_deg) > 20) return fail(res, 400, `channel "${ch.name}" clamp ${k + 1}: phase_lead_deg ${l.phase_lead_deg} is beyond ±20°`);
+        }
+      }
+      node.calibration = cal;
+      return json(res, 200, view());
+    }
   }
   if (p === '/api/trader' && m === 'GET') {
     return json(res, 200, {

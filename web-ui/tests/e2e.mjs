@@ -616,6 +616,31 @@ await check('neighbourhood shows delivery records; the signed export downloads',
   assert.ok(doc && typeof doc === 'object', `the signed export is JSON: ${text.slice(0, 200)}`);
 });
 
+await check('meter: live readings per channel; current clamps are calibrated without a restart, bad values refused', async () => {
+  const { page } = a;
+  await go(page, '#/meter');
+  await page.getByTestId('calibration-note').waitFor({ timeout: WAIT });
+  await page.getByTestId('calibration-live').waitFor({ timeout: WAIT });
+  const view = (await inPage(page, '/api/meter/calibration')).body;
+  assert.ok(view.live.some((c) => c.kind === 'grid'), 'the grid channel reads live');
+  if (!view.calibratable) {
+    // A simulated or self-calibrating meter (the testnet's homes): said plainly, no form.
+    assert.equal(await page.getByTestId('calibration-form').count(), 0);
+    assert.match(await page.getByTestId('calibration-note').innerText(), /needs no calibration|calibrated at source/);
+    return;
+  }
+  const form = page.getByTestId('calibration-form');
+  const gain = form.getByLabel('Clamp 1: amperes per count').first();
+  await gain.fill('-1');
+  await form.getByRole('button', { name: 'Save calibration' }).click();
+  await form.getByText('amperes per count above 0').waitFor({ timeout: WAIT });
+  await gain.fill('0.31');
+  await form.getByRole('button', { name: 'Save calibration' }).click();
+  await form.getByText('no restart is needed').waitFor({ timeout: WAIT });
+  const after = (await inPage(page, '/api/meter/calibration')).body;
+  assert.equal(after.calibration.channels[0].legs[0].amps_per_count, 0.31);
+});
+
 await check('settings: the retention is saved; the key backup downloads sealed with a passphrase', async () => {
   const { page } = a;
   await go(page, '#/settings');

@@ -210,6 +210,11 @@ impl CtSource {
         (s.adc_errors, s.last_error.clone())
     }
 
+    /// The settings in use now (with the calibration last applied).
+    pub fn current_config(&self) -> CtConfig {
+        lock(&self.shared).meter.config().clone()
+    }
+
     /// Cycles used and discarded since start.
     pub fn cycle_counts(&self) -> (u64, u64) {
         lock(&self.shared).meter.cycle_counts()
@@ -278,6 +283,11 @@ impl MeterSource for CtSource {
                 ("adc_errors", s.adc_errors),
             ],
         ))
+    }
+
+    fn calibrator(&self) -> Option<super::Calibrator> {
+        let shared = Arc::clone(&self.shared);
+        Some(Arc::new(move |cal| lock(&shared).meter.calibrate(cal)))
     }
 
     fn poll(&mut self, now_ms: u64) -> Result<Sample, MeterError> {

@@ -208,6 +208,135 @@ impl Default for CtConfig {
     }
 }
 
+/// The calibration the owner may change while the meter runs (the web UI's meter page):
+/// the voltage reference's gain, and each clamp's gain and phase correction. Everything else
+/// (wiring, inputs, channels) stays as `[meter.ct]` says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    /// Mains volts per ADC count of the voltage reference; `None` when none is wired.
+    pub volts_per_count: Option<f64>,
+    /// Per channel, in configuration order.
+    pub channels: Vec<ChannelCalibration>,
+}
+
+/// One channel's calibration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelCalibration {
+    /// The channel's name (must match the configuration's, in order).
+    pub name: String,
+    /// Per clamp, in configuration order.
+    pub legs: Vec<LegCalibration>,
+}
+
+/// One clamp's calibration.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegCalibration {
+    /// Amperes per ADC count.
+    pub amps_per_count: f64,
+    /// Phase correction, degrees (±20).
+    pub phase_lead_deg: f64,
+}
+
+/// The largest gain accepted for volts or amperes per count: far beyond any real clamp or
+/// adapter (the defaults are 0.43 V and 0.29 A per count), so a typo is caught.
+pub const MAX_GAIN: f64 = 100.0;
+
+impl Calibration {
+    /// The calibration a configuration has.
+    pub fn of(cfg: &CtConfig) -> Calibration {
+        Calibration {
+            volts_per_count: cfg.voltage.as_ref().map(|v| v.volts_per_count),
+            channels: cfg
+                .channels
+                .iter()
+                .map(|c| ChannelCalibration {
+                    name: c.name.clone(),
+                    legs: c
+                        .legs
+                        .iter()
+                        .map(|l| LegCalibration {
+                            amps_per_count: l.amps_per_count,
+                            phase_lead_deg: l.phase_lead_deg,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// `cfg` with this calibration, checked: the same channels (by name, in order) and clamps
+    /// as `cfg`, gains above 0 and at most [`MAX_GAIN`], phase corrections within ±20°. The
+    /// messages say which value is wrong.
+    pub fn apply(&self, cfg: &CtConfig) -> Result<CtConfig, MeterError> {
+        let bad = |m: String| Err(MeterError::Config(m));
+        let gain_ok = |g: f64| g.is_finite() && g > 0.0 && g <= MAX_GAIN;
+        let mut out = cfg.clone();
+        match (&mut out.voltage, self.volts_per_count) {
+            (Some(v), Some(g)) if gain_ok(g) => v.volts_per_count = g,
+            (Some(_), Some(g)) => {
+                return bad(format!(
+                    "volts_per_count {g} is not a gain: above 0 and at most {MAX_GAIN}"
+                ));
+            }
+            (Some(_), None) => return bad("volts_per_count is missing".into()),
+            (None, Some(_)) => {
+                return bad(
+                    "no voltage reference is wired, so volts_per_count must be null".into(),
+                );
+            }
+            (None, None) => {}
+        }
+        if self.channels.len() != cfg.channels.len() {
+            return bad(format!(
+                "the meter has {} channels, the calibration {}",
+                cfg.channels.len(),
+                self.channels.len()
+            ));
+        }
+        for (ch, cal) in out.channels.iter_mut().zip(&self.channels) {
+            if ch.name != cal.name {
+                return bad(format!(
+                    "channel {:?} is not the meter's channel {:?} at that place",
+                    cal.name, ch.name
+                ));
+            }
+            if ch.legs.len() != cal.legs.len() {
+                return bad(format!(
+                    "channel {:?} has {} clamps, the calibration {}",
+                    ch.name,
+                    ch.legs.len(),
+                    cal.legs.len()
+                ));
+            }
+            for (k, (leg, c)) in ch.legs.iter_mut().zip(&cal.legs).enumerate() {
+                if !gain_ok(c.amps_per_count) {
+                    return bad(format!(
+                        "channel {:?} clamp {}: amps_per_count {} is not a gain: above 0 and at most {MAX_GAIN}",
+                        ch.name,
+                        k + 1,
+                        c.amps_per_count
+                    ));
+                }
+                if !(c.phase_lead_deg.is_finite() && c.phase_lead_deg.abs() <= 20.0) {
+                    return bad(format!(
+                        "channel {:?} clamp {}: phase_lead_deg {} is beyond ±20°",
+                        ch.name,
+                        k + 1,
+                        c.phase_lead_deg
+                    ));
+                }
+                leg.amps_per_count = c.amps_per_count;
+                leg.phase_lead_deg = c.phase_lead_deg;
+            }
+        }
+        CtMeter::new(out.clone())?;
+        Ok(out)
+    }
+}
+
 /// One channel's result for one cycle.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelCycle {
@@ -421,6 +550,13 @@ impl CtMeter {
     /// The settings.
     pub fn config(&self) -> &CtConfig {
         &self.cfg
+    }
+
+    /// Takes a new calibration from the next cycle on; the registers and the cycle in
+    /// progress are kept. Refused (and nothing changed) if [`Calibration::apply`] refuses it.
+    pub fn calibrate(&mut self, cal: &Calibration) -> Result<(), MeterError> {
+        self.cfg = cal.apply(&self.cfg)?;
+        Ok(())
     }
 
     /// One sample of ADC input `input` taken at `t_us` (microseconds on any monotonic clock).

@@ -297,6 +297,11 @@ pub enum MeterError {
     Storage(String),
 }
 
+/// Changes a running source's calibration; refuses (changing nothing) a calibration that
+/// does not fit the meter.
+pub type Calibrator =
+    std::sync::Arc<dyn Fn(&ct::Calibration) -> Result<(), MeterError> + Send + Sync>;
+
 /// A meter: polled with the current time, it answers with a reading for every channel.
 ///
 /// Implementations do no blocking IO in `poll`: a hardware source is fed by its own sampling
@@ -322,6 +327,13 @@ pub trait MeterSource {
     /// The source's read counters and current fault, for a hardware source (the simulation
     /// has none, which the default says).
     fn health(&self) -> Option<SourceHealth> {
+        None
+    }
+
+    /// A handle that changes the calibration while the source runs, for a source whose
+    /// calibration the owner sets (the current clamps). The default has none: a Modbus or P1
+    /// meter is calibrated by its maker, and the simulation needs none.
+    fn calibrator(&self) -> Option<Calibrator> {
         None
     }
 }

@@ -130,6 +130,54 @@ pub struct MeterStatus {
 const META_TRADER: &str = "owner.trader_limits";
 /// Where the readings retention last set in the web UI is stored (days, u32 little-endian).
 const META_RETENTION: &str = "owner.retention_days";
+/// Where the current clamps' calibration last set in the web UI is stored (JSON,
+/// [`crate::meter::ct::Calibration`]).
+const META_CALIBRATION: &str = "owner.meter_calibration";
+
+/// The meter's calibration as the owner sees it, with the live readings to calibrate against.
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationView {
+    /// The configured source (`none`, `simulated`, `modbus`, `ct`, `p1`).
+    pub source: crate::metering::SourceKind,
+    /// Whether the owner can calibrate it here (the current clamps only).
+    pub calibratable: bool,
+    /// What applies, in words.
+    pub note: String,
+    /// The calibration in use (current clamps only).
+    pub calibration: Option<crate::meter::ct::Calibration>,
+    /// Each channel's latest reading, with its per-clamp detail where measured.
+    pub live: Vec<ChannelLive>,
+    /// When the live readings were taken, UTC ms (0: none yet).
+    pub at_ms: u64,
+}
+
+/// One channel's latest reading.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelLive {
+    /// Its name.
+    pub name: String,
+    /// What it measures.
+    pub kind: crate::meter::ChannelKind,
+    /// Power, W (positive into the home).
+    pub power_w: f64,
+    /// Health.
+    pub status: crate::meter::ChannelStatus,
+    /// Per clamp (current clamps only).
+    pub legs: Vec<crate::meter::LegReading>,
+    /// Mains frequency, Hz, where measured.
+    pub frequency_hz: Option<f64>,
+}
+
+/// Why a calibration was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CalibrationError {
+    /// This meter is not calibrated here.
+    NotCalibratable(String),
+    /// The calibration does not fit the meter or has a value out of range.
+    Invalid(String),
+    /// It could not be stored.
+    Store(String),
+}
 
 /// What the testnet (or an operator) observes of a node: timed events and the automatic
 /// trader's orders.
@@ -210,6 +258,11 @@ enum Request {
         Reply<Result<String, crate::backup::BackupError>>,
     ),
     Trader(Reply<TraderView>),
+    Calibration(Reply<CalibrationView>),
+    SetCalibration(
+        crate::meter::ct::Calibration,
+        Reply<Result<(), CalibrationError>>,
+    ),
     SetTrader(crate::market::trader::Limits, Reply<Result<(), String>>),
     Charter(Reply<wattmesh_protocol::Charter>),
     Ledger(Reply<LedgerView>),
@@ -417,6 +470,21 @@ impl NodeHandle {
         self.ask(Request::Trader).await
     }
 
+    /// The meter's calibration and live per-channel readings.
+    pub async fn meter_calibration(&self) -> Result<CalibrationView, Stopped> {
+        self.ask(Request::Calibration).await
+    }
+
+    /// Calibrates the current clamps: checked, stored (it overrides the config file's
+    /// `[meter.ct]` gains and phase corrections from then on) and applied to the running meter
+    /// from its next mains cycle.
+    pub async fn set_meter_calibration(
+        &self,
+        cal: crate::meter::ct::Calibration,
+    ) -> Result<Result<(), CalibrationError>, Stopped> {
+        self.ask(|r| Request::SetCalibration(cal, r)).await
+    }
+
     /// Replaces the automatic trader's limits; they are stored, and override the config
     /// file's `[trader]` from then on.
     pub async fn set_trader(
@@ -590,6 +658,21 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         );
         cfg.meter.retention_days = days;
     }
+    if let Some(cal) = store
+        .meta(META_CALIBRATION)?
+        .and_then(|v| serde_json::from_slice::<crate::meter::ct::Calibration>(&v).ok())
+    {
+        match cal.apply(&cfg.meter.ct) {
+            Ok(ct) => {
+                info!(
+                    "current clamps: the calibration last set in the web UI (overrides [meter.ct])"
+                );
+                cfg.meter.ct = ct;
+            }
+            // The wiring in the config file changed since: the file's calibration applies.
+            Err(e) => warn!("the calibration set in the web UI no longer fits [meter.ct]: {e}"),
+        }
+    }
     let n = {
         let (store, dir) = (store.clone(), data_dir.clone());
         tokio::task::spawn_blocking(move || Neighbourhood::load(&dir, &store)).await??
@@ -675,18 +758,25 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
             .max_by_key(|p| p.0)
     };
     let (meter_tx, meter_rx) = mpsc::channel(64);
-    let (meter_enabled, meter_kinds) = match crate::metering::open(
+    let (meter_enabled, meter_kinds, meter_names, calibrator) = match crate::metering::open(
         &cfg.meter,
         &key.node_id().short(),
         Some(Box::new(store.clone())),
     )? {
         Some(source) => {
             let kinds = source.info().channels.iter().map(|c| c.kind).collect();
+            let names = source
+                .info()
+                .channels
+                .iter()
+                .map(|c| c.name.clone())
+                .collect();
+            let calibrator = source.calibrator();
             let slot_ms = n.chain.at(clock.now_ms()).charter.slot_ms();
             crate::metering::spawn(source, &cfg.meter, slot_ms, clock.clone(), meter_tx)?;
-            (true, kinds)
+            (true, kinds, names, calibrator)
         }
-        None => (false, Vec::new()),
+        None => (false, Vec::new(), Vec::new(), None),
     };
     let (tx, rx) = mpsc::channel(256);
     let handle = NodeHandle {
@@ -794,6 +884,11 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         chain_breaks: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
         private_sent: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
         meter_kinds,
+        meter_names,
+        meter_source: cfg.meter.source,
+        last_sample: None,
+        ct: cfg.meter.ct.clone(),
+        calibrator,
         retention_ms: u64::from(cfg.meter.retention_days) * 86_400_000,
     };
     let web = if cfg.web.enabled {
@@ -864,6 +959,15 @@ struct Core {
     /// Private attestations delivered to counterparties (by the tasks that send them).
     private_sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
     meter_kinds: Vec<crate::meter::ChannelKind>,
+    meter_names: Vec<String>,
+    /// The configured meter source.
+    meter_source: crate::metering::SourceKind,
+    /// The latest reading of every channel.
+    last_sample: Option<Box<crate::meter::Sample>>,
+    /// The current clamps' settings with the calibration in use, and the handle that changes
+    /// the running meter's.
+    ct: crate::meter::ct::CtConfig,
+    calibrator: Option<crate::meter::Calibrator>,
     retention_ms: u64,
 }
 
@@ -1602,6 +1706,13 @@ impl Core {
                     log,
                 });
             }
+            Request::Calibration(reply) => {
+                let _ = reply.send(self.calibration_view());
+            }
+            Request::SetCalibration(cal, reply) => {
+                let r = self.set_calibration(cal).await;
+                let _ = reply.send(r);
+            }
             Request::SetTrader(limits, reply) => {
                 info!(
                     enabled = limits.enabled,
@@ -1647,6 +1758,78 @@ impl Core {
         }
     }
 
+    fn calibration_view(&self) -> CalibrationView {
+        use crate::metering::SourceKind;
+        let calibratable = self.calibrator.is_some();
+        let note = match self.meter_source {
+            _ if calibratable => "Set each clamp's gain (amperes per ADC count) and phase \
+                correction, and the voltage reference's gain, against a trusted meter. A change \
+                applies from the next mains cycle, without a restart, and is kept over restarts."
+                .to_owned(),
+            SourceKind::None => "No meter is configured on this node.".to_owned(),
+            SourceKind::Simulated => {
+                "The simulated meter needs no calibration: its readings are computed.".to_owned()
+            }
+            SourceKind::Modbus | SourceKind::P1 => "This meter is calibrated at source: the \
+                energy meter measures and keeps its own registers, and the node reads them as \
+                they are. There is nothing to calibrate here."
+                .to_owned(),
+            SourceKind::Ct => "The current clamps are not running, so they cannot be \
+                calibrated now; see the node's log."
+                .to_owned(),
+        };
+        let live = self
+            .last_sample
+            .as_ref()
+            .map(|s| {
+                s.readings
+                    .iter()
+                    .filter_map(|r| {
+                        Some(ChannelLive {
+                            name: self.meter_names.get(r.channel)?.clone(),
+                            kind: *self.meter_kinds.get(r.channel)?,
+                            power_w: r.power_w,
+                            status: r.status,
+                            legs: r.legs.clone(),
+                            frequency_hz: r.frequency_hz,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        CalibrationView {
+            source: self.meter_source,
+            calibratable,
+            note,
+            calibration: calibratable.then(|| crate::meter::ct::Calibration::of(&self.ct)),
+            live,
+            at_ms: self.last_sample.as_ref().map_or(0, |s| s.at_ms),
+        }
+    }
+
+    async fn set_calibration(
+        &mut self,
+        cal: crate::meter::ct::Calibration,
+    ) -> Result<(), CalibrationError> {
+        let Some(calibrate) = self.calibrator.clone() else {
+            return Err(CalibrationError::NotCalibratable(
+                self.calibration_view().note,
+            ));
+        };
+        let ct = cal
+            .apply(&self.ct)
+            .map_err(|e| CalibrationError::Invalid(e.to_string()))?;
+        info!("current clamps calibrated by the owner");
+        // Stored first: a calibration the node could not keep is refused, not half made.
+        let bytes = serde_json::to_vec(&cal).map_err(|e| CalibrationError::Store(e.to_string()))?;
+        self.put_setting(META_CALIBRATION, bytes)
+            .await
+            .map_err(CalibrationError::Store)?;
+        calibrate(&cal).map_err(|e| CalibrationError::Invalid(e.to_string()))?;
+        self.ct = ct;
+        Ok(())
+    }
+
     async fn meter_event(&mut self, ev: crate::metering::MeterEvent) {
         use crate::meter::ChannelKind;
         match ev {
@@ -1674,6 +1857,7 @@ impl Core {
                         _ => {}
                     }
                 }
+                self.last_sample = Some(sample.clone());
                 if self.power_history.len() >= 512 {
                     self.power_history.pop_front();
                 }

@@ -48,6 +48,10 @@ pub(super) fn routes() -> Router<App> {
         .route("/api/invites", get(invites).post(invite))
         .route("/api/invites/{id}", delete(revoke))
         .route("/api/trader", get(trader).put(set_trader))
+        .route(
+            "/api/meter/calibration",
+            get(calibration).put(set_calibration),
+        )
         .route("/api/settings/retention", get(retention).put(set_retention))
         .route("/api/export/readings.csv", get(export_readings))
         .route("/api/export/trades.csv", get(export_trades))
@@ -631,6 +635,32 @@ async fn set_trader(
     }
     app.node.set_trader(l).await?.map_err(ApiError::internal)?;
     Ok(Json(app.node.trader().await?).into_response())
+}
+
+async fn calibration(State(app): State<App>) -> Result<Response, ApiError> {
+    Ok(Json(app.node.meter_calibration().await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CalibrationBody {
+    calibration: crate::meter::ct::Calibration,
+}
+
+async fn set_calibration(
+    State(app): State<App>,
+    Extension(s): Extension<Session>,
+    b: Result<Json<CalibrationBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    use crate::node::CalibrationError;
+    may_trade(&s)?;
+    let cal = body(b)?.calibration;
+    match app.node.set_meter_calibration(cal).await? {
+        Ok(()) => Ok(Json(app.node.meter_calibration().await?).into_response()),
+        Err(CalibrationError::NotCalibratable(m)) => Err(ApiError(StatusCode::CONFLICT, m)),
+        Err(CalibrationError::Invalid(m)) => Err(ApiError::bad(m)),
+        Err(CalibrationError::Store(m)) => Err(ApiError::internal(m)),
+    }
 }
 
 /// The readings retention the owner may choose, days.

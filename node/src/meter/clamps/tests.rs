@@ -304,3 +304,64 @@ fn a_silent_adc_reads_as_fault_and_is_counted() {
     assert_eq!(r.readings[0].status, ChannelStatus::Fault);
     assert!(src.adc_errors().1.unwrap().contains("SPI"));
 }
+
+/// The owner calibrates while the meter runs: a clamp's gain doubled doubles its power from
+/// the next cycle on, a phase correction moves the power factor, the registers keep what they
+/// had, and a calibration that does not fit is refused with nothing changed.
+#[test]
+fn a_calibration_takes_effect_while_the_meter_runs() {
+    use crate::meter::ct::Calibration;
+    let (mut src, time) = source(
+        0,
+        100,
+        mains(|_| 30.0),
+        Box::new(MemoryRegisters::default()),
+    );
+    let calibrate = src.calibrator().expect("the clamps can be calibrated");
+    for s in [10, 20] {
+        time.run_until(s * 1_000_000);
+        src.poll(s * 1000).unwrap();
+    }
+    let before = src.registers_mwh(0).unwrap();
+    let mut cal = Calibration::of(&config());
+    cal.channels[0].legs[0].amps_per_count *= 2.0;
+    cal.channels[0].legs[0].phase_lead_deg = 10.0;
+    calibrate(&cal).unwrap();
+    time.run_until(30 * 1_000_000);
+    src.poll(30_000).unwrap();
+    time.run_until(40 * 1_000_000);
+    let r = src.poll(40_000).unwrap().reading(0).unwrap().clone();
+    // The clamp is taken to lead by 10°, so the true current lags by 30° + 10°.
+    let expected = 2.0 * VRMS * IRMS * 40f64.to_radians().cos();
+    assert!(
+        (r.power_w / expected - 1.0).abs() < 0.01,
+        "{} W, expected {expected} W",
+        r.power_w
+    );
+    assert!((r.legs[0].irms_a / (2.0 * IRMS) - 1.0).abs() < 0.01);
+    assert!(src.registers_mwh(0).unwrap().0 > before.0);
+    // Refused: a negative gain, a phase beyond ±20°, a clamp too many; nothing changes.
+    let mut neg = cal.clone();
+    neg.channels[0].legs[0].amps_per_count = -1.0;
+    let e = calibrate(&neg).unwrap_err().to_string();
+    assert!(e.contains("amps_per_count -1 is not a gain"), "{e}");
+    let mut far = cal.clone();
+    far.channels[0].legs[0].phase_lead_deg = 25.0;
+    assert!(
+        calibrate(&far)
+            .unwrap_err()
+            .to_string()
+            .contains("beyond ±20°")
+    );
+    let mut more = cal.clone();
+    let leg = more.channels[0].legs[0];
+    more.channels[0].legs.push(leg);
+    assert!(
+        calibrate(&more)
+            .unwrap_err()
+            .to_string()
+            .contains("has 1 clamps")
+    );
+    assert_eq!(Calibration::of(&src.current_config()), cal);
+    time.shutdown();
+}
