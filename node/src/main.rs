@@ -1,5 +1,20 @@
 //! The `wattmesh` command.
 
+/// Prints a line to standard output like `println!`, but a reader that went away
+/// (`wattmesh trades | head`) ends the program quietly instead of with a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("error: writing to standard output: {e}");
+            std::process::exit(1);
+        }
+    }};
+}
+
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
@@ -375,9 +390,9 @@ async fn doc_call(data_dir: &Path, req: node::DocRequest, done: &str) -> anyhow:
     let v = ok(control::call(data_dir, &ControlRequest::Doc(req)).await?)?;
     let id = v["message"].as_str().unwrap_or_default();
     if id.is_empty() {
-        println!("{done}");
+        out!("{done}");
     } else {
-        println!("{id}: {done}");
+        out!("{id}: {done}");
     }
     Ok(())
 }
@@ -396,10 +411,10 @@ fn money(v: &Value) -> String {
 fn print_ledger(l: &Value) {
     let empty = Vec::new();
     let list = |k: &str| l[k].as_array().unwrap_or(&empty).clone();
-    println!("Balances (cents; positive: they owe you)");
+    out!("Balances (cents; positive: they owe you)");
     for b in list("balances") {
         let peer = b["counterparty"].as_str().unwrap_or_default();
-        println!(
+        out!(
             "  {}  sold {:>7} Wh  bought {:>7} Wh  net {:>10}  received {:>10}  paid {:>10}  balance {:>10}  pending {:>10}  open disputes {}",
             peer.get(..8).unwrap_or(peer),
             b["sold_wh"],
@@ -412,13 +427,13 @@ fn print_ledger(l: &Value) {
             b["open_disputes"],
         );
     }
-    println!("Delivery as sellers to you");
+    out!("Delivery as sellers to you");
     for r in list("reputation") {
         let peer = r["peer"].as_str().unwrap_or_default();
         let share = r["delivered_permille"]
             .as_u64()
             .map_or("-".to_string(), |p| format!("{}.{}%", p / 10, p % 10));
-        println!(
+        out!(
             "  {}  promised {:>7} Wh  delivered {:>7} Wh  {share}  disputed {}",
             peer.get(..8).unwrap_or(peer),
             r["promised_wh"],
@@ -426,9 +441,9 @@ fn print_ledger(l: &Value) {
             r["disputed"],
         );
     }
-    println!("Agreements and payments");
+    out!("Agreements and payments");
     for d in list("documents") {
-        println!(
+        out!(
             "  {}  {} {} {} with {}",
             d["id"].as_str().unwrap_or_default(),
             d["kind"].as_str().unwrap_or_default(),
@@ -445,9 +460,9 @@ fn print_ledger(l: &Value) {
                 .unwrap_or_default(),
         );
     }
-    println!("Disputes");
+    out!("Disputes");
     for d in list("disputes") {
-        println!(
+        out!(
             "  trade {} {}  {}  {} notes",
             d["taker"]
                 .as_str()
@@ -524,11 +539,14 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             if json {
                 let mut all = v["status"].clone();
                 all["summary"] = sum["summary"].clone();
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                out!("{}", serde_json::to_string_pretty(&all)?);
             } else {
                 let s: wattmesh_node::summary::Summary =
                     serde_json::from_value(sum["summary"].clone()).context("the node's summary")?;
-                print!("{}", wattmesh_node::summary::text_block(&s));
+                out!(
+                    "{}",
+                    wattmesh_node::summary::text_block(&s).trim_end_matches('\n')
+                );
                 print_status(&v["status"]);
             }
             Ok(())
@@ -544,7 +562,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 valid_secs: hours.max(1).saturating_mul(3600),
             };
             let v = ok(control::call(&data_dir, &ControlRequest::Invite(args)).await?)?;
-            println!("{}", v["invite"]["code"].as_str().unwrap_or(""));
+            out!("{}", v["invite"]["code"].as_str().unwrap_or(""));
             eprintln!(
                 "Single use, valid until {} (UTC ms); ticket {}. It carries the neighbourhood's \
                  network key: give it only to the neighbour you are inviting, who runs \
@@ -556,9 +574,9 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Invites => {
             let v = ok(control::call(&data_dir, &ControlRequest::Tickets).await?)?;
-            println!("ticket            status   expires_ms     note");
+            out!("ticket            status   expires_ms     note");
             for t in v["tickets"].as_array().into_iter().flatten() {
-                println!(
+                out!(
                     "{}  {:<8} {}  {}",
                     &t["id"].as_str().unwrap_or("")[..16.min(t["id"].as_str().unwrap_or("").len())],
                     t["status"].as_str().unwrap_or(""),
@@ -570,14 +588,14 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Revoke { ticket } => {
             let v = ok(control::call(&data_dir, &ControlRequest::Revoke { ticket }).await?)?;
-            println!("{}", v["message"].as_str().unwrap_or(""));
+            out!("{}", v["message"].as_str().unwrap_or(""));
             Ok(())
         }
         Command::Members => {
             let v = ok(control::call(&data_dir, &ControlRequest::Members).await?)?;
             for m in v["members"].as_array().into_iter().flatten() {
                 let flag = |k: &str, s: &'static str| if m[k] == true { s } else { "" };
-                println!(
+                out!(
                     "{}  {:<24} {:>6} W  {:<8} {}{}{}",
                     m["short_id"].as_str().unwrap_or(""),
                     m["name"].as_str().unwrap_or(""),
@@ -597,7 +615,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Remove { member, moved_to } => {
             let req = ControlRequest::Remove { member, moved_to };
             let v = ok(control::call(&data_dir, &req).await?)?;
-            println!("{}", v["message"].as_str().unwrap_or(""));
+            out!("{}", v["message"].as_str().unwrap_or(""));
             Ok(())
         }
         Command::Amend {
@@ -616,7 +634,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 ..Amendment::default()
             };
             let v = ok(control::call(&data_dir, &ControlRequest::Amend(a)).await?)?;
-            println!("{}", v["message"].as_str().unwrap_or(""));
+            out!("{}", v["message"].as_str().unwrap_or(""));
             Ok(())
         }
         Command::Offer {
@@ -636,12 +654,12 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 min_fill_wh: None,
             };
             let v = ok(control::call(&data_dir, &ControlRequest::Post(p)).await?)?;
-            println!("{}", serde_json::to_string_pretty(&v["offer"])?);
+            out!("{}", serde_json::to_string_pretty(&v["offer"])?);
             Ok(())
         }
         Command::Cancel { nonce } => {
             ok(control::call(&data_dir, &ControlRequest::Cancel { nonce }).await?)?;
-            println!("cancelled");
+            out!("cancelled");
             Ok(())
         }
         Command::Offers => {
@@ -659,13 +677,13 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 energy_wh: wh,
             };
             let v = ok(control::call(&data_dir, &req).await?)?;
-            println!("{}", serde_json::to_string_pretty(&v["trade"])?);
+            out!("{}", serde_json::to_string_pretty(&v["trade"])?);
             Ok(())
         }
         Command::Ledger { json } => {
             let v = ok(control::call(&data_dir, &ControlRequest::Ledger).await?)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v["ledger"])?);
+                out!("{}", serde_json::to_string_pretty(&v["ledger"])?);
             } else {
                 print_ledger(&v["ledger"]);
             }
@@ -766,7 +784,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                     match out {
                         Some(path) => std::fs::write(&path, text + "\n")
                             .with_context(|| format!("writing {}", path.display()))?,
-                        None => println!("{text}"),
+                        None => out!("{text}"),
                     }
                     return Ok(());
                 }
@@ -812,17 +830,20 @@ fn verify_export(files: &[PathBuf], csv: bool) -> anyhow::Result<()> {
     }
     let r = reconcile(&parsed).map_err(|e| anyhow::anyhow!(e))?;
     if csv {
-        println!("slot_ms,home,sold_wh,bought_wh,sold_delivered_wh,bought_delivered_wh");
+        out!("slot_ms,home,sold_wh,bought_wh,sold_delivered_wh,bought_delivered_wh");
         for (slot, homes) in &r.per_slot {
             for (home, t) in homes {
-                println!(
+                out!(
                     "{slot},{home},{},{},{},{}",
-                    t.sold_wh, t.bought_wh, t.sold_delivered_wh, t.bought_delivered_wh
+                    t.sold_wh,
+                    t.bought_wh,
+                    t.sold_delivered_wh,
+                    t.bought_delivered_wh
                 );
             }
         }
     } else {
-        println!(
+        out!(
             "{} files check out: {} trades, {} exported by both parties, {} slots",
             files.len(),
             r.trades,
@@ -876,7 +897,7 @@ fn init(
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let (key, created) = identity::load_or_create(&dirs::key_path(data_dir))?;
     if created {
-        println!("created node key {}", dirs::key_path(data_dir).display());
+        out!("created node key {}", dirs::key_path(data_dir).display());
     }
     if !cfg_path.exists() {
         let mut cfg = Config::default();
@@ -889,7 +910,7 @@ fn init(
         }
         std::fs::write(cfg_path, toml::to_string_pretty(&cfg)?)
             .with_context(|| format!("writing {}", cfg_path.display()))?;
-        println!("wrote config {}", cfg_path.display());
+        out!("wrote config {}", cfg_path.display());
     }
     let store = open_store(data_dir, cfg_path)?;
     if let Some(existing) = Neighbourhood::load(data_dir, &store)? {
@@ -915,7 +936,7 @@ fn init(
             );
             let me = profile.unwrap_or_else(|| default_profile(&key.node_id()));
             let n = Neighbourhood::found_with(data_dir, &store, &key, charter, psk, me)?;
-            println!(
+            out!(
                 "founded neighbourhood {name:?} ({}), with this node as its admin",
                 n.id().to_hex()
             );
@@ -927,7 +948,7 @@ fn init(
             // Remembered peers are dialled at every start, so the invite's addresses count even
             // when the config file already existed (the Pi package installs one).
             remember_bootstrap(&store, &invite.bootstrap);
-            println!(
+            out!(
                 "joined neighbourhood {:?} ({})",
                 n.chain.latest().charter.name,
                 n.id().to_hex()
@@ -935,7 +956,7 @@ fn init(
         }
         _ => {}
     }
-    println!("node id {} ({})", key.node_id(), key.node_id().short());
+    out!("node id {} ({})", key.node_id(), key.node_id().short());
     Ok(())
 }
 
@@ -1046,20 +1067,20 @@ fn start_display(
 fn clock_check() -> anyhow::Result<()> {
     let r = clock::SyncReport::now();
     match &r.kernel {
-        Ok(true) => println!("kernel       synchronised (an NTP daemon disciplines the clock)"),
-        Ok(false) => println!("kernel       not synchronised"),
-        Err(e) => println!(
+        Ok(true) => out!("kernel       synchronised (an NTP daemon disciplines the clock)"),
+        Ok(false) => out!("kernel       not synchronised"),
+        Err(e) => out!(
             "kernel       cannot ask: {e} (a sandbox filtering adjtimex/clock_adjtime, such as \
              systemd's ProtectClock=yes?)"
         ),
     }
     if r.timesyncd {
-        println!(
+        out!(
             "timesyncd    synchronised ({} exists)",
             clock::TIMESYNCD_FLAG
         );
     } else {
-        println!("timesyncd    no flag file ({})", clock::TIMESYNCD_FLAG);
+        out!("timesyncd    no flag file ({})", clock::TIMESYNCD_FLAG);
     }
     if !r.synced() {
         bail!(
@@ -1067,45 +1088,43 @@ fn clock_check() -> anyhow::Result<()> {
              is (docs/DEPLOY.md, \"Keep the clock synchronised\")"
         );
     }
-    println!("clock        synchronised: the node may sign");
+    out!("clock        synchronised: the node may sign");
     Ok(())
 }
 
 fn print_status(s: &Value) {
-    println!(
+    out!(
         "node         {} ({})",
         s["short_id"].as_str().unwrap_or(""),
         s["node_id"].as_str().unwrap_or("")
     );
-    println!(
+    out!(
         "neighbourhood {} (charter v{})",
         s["neighbourhood"].as_str().unwrap_or(""),
         s["charter_version"]
     );
     let clock = s["clock"].as_str().unwrap_or("unknown");
     if clock == "synced" {
-        println!("clock        synchronised");
+        out!("clock        synchronised");
     } else {
-        println!(
-            "clock        NOT synchronised: the node signs no offers or attestations until it is"
-        );
+        out!("clock        NOT synchronised: the node signs no offers or attestations until it is");
     }
     for a in s["listening"].as_array().into_iter().flatten() {
-        println!("listening    {}", a.as_str().unwrap_or(""));
+        out!("listening    {}", a.as_str().unwrap_or(""));
     }
     let reach = &s["reach"];
-    println!(
+    out!(
         "reachable    {} (AutoNAT), relay reservations {}",
         reach["nat"].as_str().unwrap_or("unknown"),
         reach["reservations"].as_array().map_or(0, Vec::len)
     );
     for a in reach["external"].as_array().into_iter().flatten() {
-        println!("external     {}", a.as_str().unwrap_or(""));
+        out!("external     {}", a.as_str().unwrap_or(""));
     }
     let peers = s["peers"].as_array().cloned().unwrap_or_default();
-    println!("peers        {}", peers.len());
+    out!("peers        {}", peers.len());
     for p in peers {
-        println!(
+        out!(
             "  {}  {:<12} {}  score {:.1}",
             p["node"].as_str().unwrap_or(""),
             p["reach"].as_str().unwrap_or(""),
@@ -1113,16 +1132,16 @@ fn print_status(s: &Value) {
             p["score"].as_f64().unwrap_or(0.0)
         );
     }
-    println!("offers       {}", s["offers"]);
+    out!("offers       {}", s["offers"]);
     print_meter(&s["meter"]);
-    println!("counters     {}", s["counters"]);
+    out!("counters     {}", s["counters"]);
 }
 
 /// The status's meter lines: whether there is one, privacy mode, and a hardware source's read
 /// counters and current fault.
 fn print_meter(m: &Value) {
     if m["enabled"].as_bool() != Some(true) {
-        println!("meter        none");
+        out!("meter        none");
         return;
     }
     let privacy = if m["privacy"].as_bool() == Some(true) {
@@ -1130,7 +1149,7 @@ fn print_meter(m: &Value) {
     } else {
         "public"
     };
-    println!("meter        attestations {privacy}");
+    out!("meter        attestations {privacy}");
     let h = &m["health"];
     if h.is_null() {
         return;
@@ -1141,13 +1160,13 @@ fn print_meter(m: &Value) {
         .flatten()
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
-    println!(
+    out!(
         "meter reads  {}: {}",
         h["source"].as_str().unwrap_or("?"),
         counters.join(", ")
     );
     if let Some(e) = h["error"].as_str() {
-        println!("meter fault  {e}");
+        out!("meter fault  {e}");
     }
 }
 
@@ -1193,7 +1212,7 @@ async fn meter(data_dir: &Path, cfg_path: &Path, once: bool) -> anyhow::Result<(
             None => {
                 let v = ok(control::call(data_dir, &ControlRequest::Status).await?)?;
                 let m = &v["status"]["meter"];
-                println!(
+                out!(
                     "grid {:>8.1} W   solar {:>8.1} W   load {:>8.1} W   import {} Wh   export {} Wh",
                     m["grid_w"].as_f64().unwrap_or(0.0),
                     m["solar_w"].as_f64().unwrap_or(0.0),
@@ -1215,9 +1234,9 @@ async fn meter(data_dir: &Path, cfg_path: &Path, once: bool) -> anyhow::Result<(
                         .registers
                         .map(|g| format!("import {} Wh  export {} Wh", g.import_wh, g.export_wh))
                         .unwrap_or_default();
-                    println!("{name:<8} {:>9.1} W  {:?}  {regs}", r.power_w, r.status);
+                    out!("{name:<8} {:>9.1} W  {:?}  {regs}", r.power_w, r.status);
                     for (i, leg) in r.legs.iter().enumerate() {
-                        println!(
+                        out!(
                             "   leg {}: {:>6.1} V {:>6.2} A {:>8.1} W {:>8.1} VA  PF {:>5.2}",
                             i + 1,
                             leg.vrms_v,
@@ -1291,7 +1310,7 @@ fn restore_key(key_path: &Path, from: &Path) -> anyhow::Result<()> {
             .map_err(|why| anyhow::anyhow!("{} is not a key backup: {why}", from.display()))?
     };
     identity::write_new(key_path, &identity::render(&key))?;
-    println!(
+    out!(
         "restored node {} ({}) to {}",
         key.node_id().short(),
         key.node_id(),
@@ -1341,13 +1360,13 @@ fn keys(data_dir: &Path, cfg_path: &Path, action: KeysAction) -> anyhow::Result<
                 eprintln!("created a new node key at {}", key_path.display());
             }
             let id = key.node_id();
-            println!("node id:    {id}");
-            println!("short form: {}", id.short());
-            println!(
+            out!("node id:    {id}");
+            out!("short form: {}", id.short());
+            out!(
                 "peer id:    {}",
                 wattmesh_node::net::keypair(&key).public().to_peer_id()
             );
-            println!("key file:   {}", key_path.display());
+            out!("key file:   {}", key_path.display());
         }
         KeysAction::Rotate { force } => {
             if control::socket_path(data_dir).exists()
@@ -1359,7 +1378,7 @@ fn keys(data_dir: &Path, cfg_path: &Path, action: KeysAction) -> anyhow::Result<
             let n = Neighbourhood::load(data_dir, &store)?
                 .context("this node has not joined a neighbourhood")?;
             let new = n.migrate_key(data_dir, &store, &key, now_ms(), force)?;
-            println!(
+            out!(
                 "moved node {} to new key {} ({}); the old key is kept as node.key.retired-{}. \
                  Start the node: neighbours accept the new key once they fetch the move.",
                 key.node_id().short(),
@@ -1379,7 +1398,7 @@ fn keys(data_dir: &Path, cfg_path: &Path, action: KeysAction) -> anyhow::Result<
             };
             identity::write_new(&out, &text)
                 .with_context(|| format!("backing up the key to {}", out.display()))?;
-            println!(
+            out!(
                 "wrote a backup of node {} to {}",
                 key.node_id().short(),
                 out.display()
