@@ -103,7 +103,9 @@ pub async fn peer(a: PeerArgs) -> anyhow::Result<()> {
         behaviour,
         local,
         libp2p::swarm::Config::with_tokio_executor()
-            .with_idle_connection_timeout(Duration::from_secs(3600)),
+            .with_idle_connection_timeout(Duration::from_secs(3600))
+            // As the node's swarm does.
+            .with_substream_upgrade_protocol_override(Version::V1Lazy),
     );
     swarm.listen_on(a.listen.parse::<Multiaddr>()?)?;
     for d in &a.dial {

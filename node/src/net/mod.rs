@@ -421,7 +421,12 @@ pub fn spawn(
         transport(&kp, psk.clone(), relay_transport)?,
         behaviour,
         local,
-        libp2p::swarm::Config::with_tokio_executor().with_idle_connection_timeout(cfg.idle_timeout),
+        libp2p::swarm::Config::with_tokio_executor()
+            .with_idle_connection_timeout(cfg.idle_timeout)
+            // A substream we open asks for exactly one protocol; sending the request with the
+            // protocol's name instead of waiting for the other side to confirm it saves a
+            // round trip on every trade and sync request (all members run wattmesh).
+            .with_substream_upgrade_protocol_override(Version::V1Lazy),
     );
     for addr in &cfg.listen {
         match swarm.listen_on(addr.clone()) {

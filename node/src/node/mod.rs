@@ -1958,13 +1958,26 @@ impl Core {
                         continue;
                     };
                     tokio::spawn(async move {
-                        // Not connected to the maker: reach it directly or through a relay.
-                        if let Ok(Err(e)) = net.dial_peer(peer).await {
-                            debug!(%peer, "counterparty not reachable yet: {e}");
-                        }
-                        let resp = match net.trade(peer, req).await {
+                        // Usually connected already: ask at once (a request to a peer that is
+                        // not connected dials it from the address book too).
+                        let resp = match net.trade(peer, req.clone()).await {
                             Ok(Ok(r)) => Some(r),
-                            _ => None,
+                            Ok(Err(first)) => {
+                                // Not reached: wait for a connection, direct or through a
+                                // relay, and ask once more.
+                                match net.dial_peer(peer).await {
+                                    Ok(Ok(_)) => match net.trade(peer, req).await {
+                                        Ok(Ok(r)) => Some(r),
+                                        _ => None,
+                                    },
+                                    Ok(Err(e)) => {
+                                        debug!(%peer, "counterparty not reachable: {first}; {e}");
+                                        None
+                                    }
+                                    Err(_) => None,
+                                }
+                            }
+                            Err(_) => None,
                         };
                         let _ = tx.send((token, resp)).await;
                     });
