@@ -632,6 +632,12 @@ fn parse_addrs(list: &[String], what: &str) -> anyhow::Result<Vec<Multiaddr>> {
 pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
     let data_dir = opts.data_dir.clone();
     let cfg = opts.config.clone();
+    // A bad web certificate or key stops the start before anything opens.
+    let web_tls = if cfg.web.enabled {
+        crate::web::load_tls(&cfg.web, &data_dir)?
+    } else {
+        None
+    };
     let (key, created) = identity::load_or_create(&dirs::key_path(&data_dir))?;
     if created {
         info!("created a new node key");
@@ -892,7 +898,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         retention_ms: u64::from(cfg.meter.retention_days) * 86_400_000,
     };
     let web = if cfg.web.enabled {
-        Some(crate::web::spawn(&cfg.web, handle.clone(), web_store, &opts.data_dir).await?)
+        Some(crate::web::spawn(&cfg.web, web_tls, handle.clone(), web_store, &opts.data_dir).await?)
     } else {
         None
     };

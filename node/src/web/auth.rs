@@ -273,11 +273,17 @@ struct SignedIn {
     csrf: String,
 }
 
+/// The cookie attribute that keeps a session cookie off plain HTTP, when served over TLS.
+fn secure(app: &App) -> &'static str {
+    if app.tls { "; Secure" } else { "" }
+}
+
 fn signed_in(app: &App, s: &Session) -> Response {
     let cookie = format!(
-        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
         s.token,
-        app.auth.session_ttl.as_secs()
+        app.auth.session_ttl.as_secs(),
+        secure(app)
     );
     (
         [(header::SET_COOKIE, cookie)],
@@ -401,7 +407,10 @@ async fn logout(State(app): State<App>, Extension(s): Extension<Session>) -> Res
     (
         [(
             header::SET_COOKIE,
-            format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+            format!(
+                "{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{}",
+                secure(&app)
+            ),
         )],
         Json(serde_json::json!({ "ok": true })),
     )

@@ -8,12 +8,15 @@
 //!   must name this node (an IP address, `localhost`, the machine's host name or a configured
 //!   name), which defeats DNS rebinding.
 //! - `/metrics` (Prometheus text) needs a bearer token from the config, not a session.
+//! - With `tls_cert` and `tls_key` set, everything is served over HTTPS only (see `tls`), and
+//!   the session cookie is `Secure`.
 //! - The API is described by `openapi.json`, served at `/api/openapi.json`.
 
 mod api;
 mod auth;
 pub mod export;
 pub mod paging;
+pub mod tls;
 
 use crate::node::NodeHandle;
 use crate::store::Store;
@@ -23,7 +26,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use serde::{Deserialize, Serialize};
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +49,26 @@ pub struct WebConfig {
     pub metrics_token: String,
     /// Sign a session out after this many hours.
     pub session_hours: u64,
+    /// The certificate (PEM, the node's own first, then any intermediates) to serve the UI
+    /// over HTTPS with; empty for plain HTTP. Relative paths are inside the data directory.
+    pub tls_cert: PathBuf,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1); set with `tls_cert`.
+    pub tls_key: PathBuf,
+}
+
+impl WebConfig {
+    /// The certificate and key files, resolved against the data directory, when TLS is on.
+    pub fn tls_files(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> Result<Option<(PathBuf, PathBuf)>, tls::TlsError> {
+        let (cert, key) = (&self.tls_cert, &self.tls_key);
+        match (cert.as_os_str().is_empty(), key.as_os_str().is_empty()) {
+            (true, true) => Ok(None),
+            (false, false) => Ok(Some((data_dir.join(cert), data_dir.join(key)))),
+            _ => Err(tls::TlsError::OnlyOne),
+        }
+    }
 }
 
 impl Default for WebConfig {
@@ -54,6 +79,8 @@ impl Default for WebConfig {
             allowed_hosts: Vec::new(),
             metrics_token: String::new(),
             session_hours: 24 * 7,
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
         }
     }
 }
@@ -72,6 +99,8 @@ pub(crate) struct App {
     cfg: Arc<WebConfig>,
     auth: Arc<auth::Auth>,
     hostname: Arc<String>,
+    /// Served over TLS: cookies are `Secure` and only `https://` origins are this site.
+    tls: bool,
 }
 
 /// An API error: a status and a message for the owner.
@@ -117,6 +146,8 @@ impl IntoResponse for ApiError {
 pub struct WebServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Whether it serves HTTPS (`[web] tls_cert` and `tls_key`) rather than plain HTTP.
+    pub tls: bool,
     /// The one-time setup code, while no account exists.
     pub setup_code: Option<String>,
     /// The same routes, to serve requests in-process (the dashboard benchmark drives them
@@ -126,6 +157,12 @@ pub struct WebServer {
 }
 
 impl WebServer {
+    /// The UI's address for a browser: `https://` with TLS, else `http://`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/", self.addr)
+    }
+
     /// The web server's router (every route, with its middleware and state), for serving
     /// requests in-process; `None` once the server has stopped. A clone kept keeps the
     /// database open.
@@ -143,9 +180,23 @@ pub fn setup_code_path(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("setup-code")
 }
 
-/// Starts the web server for a node.
+/// The web server's TLS configuration when `[web] tls_cert` and `tls_key` are set (relative
+/// paths in the data directory); the node loads it before it starts anything else, so that a
+/// bad certificate or key is the start-up error.
+pub fn load_tls(
+    cfg: &WebConfig,
+    data_dir: &std::path::Path,
+) -> Result<Option<Arc<rustls::ServerConfig>>, tls::TlsError> {
+    match cfg.tls_files(data_dir)? {
+        Some((cert, key)) => Ok(Some(tls::server_config(&cert, &key)?)),
+        None => Ok(None),
+    }
+}
+
+/// Starts the web server for a node: HTTPS with `tls` (from [`load_tls`]), else plain HTTP.
 pub async fn spawn(
     cfg: &WebConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
     node: NodeHandle,
     store: Store,
     data_dir: &std::path::Path,
@@ -158,6 +209,7 @@ pub async fn spawn(
         cfg: Arc::new(cfg.clone()),
         auth,
         hostname: Arc::new(machine_hostname()),
+        tls: tls.is_some(),
     };
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -167,27 +219,48 @@ pub async fn spawn(
     let router = router(app);
     let shared = Arc::new(std::sync::Mutex::new(Some(router.clone())));
     let in_process = shared.clone();
+    let server = WebServer {
+        addr,
+        tls: tls.is_some(),
+        setup_code,
+        router: shared,
+    };
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    // Stops with the node, letting go of the database (live streams end with it).
+    let stopped = async move { node.stopped().await };
+    let served = match tls {
+        None => tokio::spawn(
+            axum::serve(listener, service)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+        Some(config) => {
+            // `tap_io` with nothing to do: axum gives the peer's address (the login rate
+            // limit's key) to handlers for any listener wrapped so.
+            let listener = tls::TlsListener::new(listener, config)?.tap_io(|_| ());
+            tokio::spawn(
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(stopped)
+                    .into_future(),
+            )
+        }
+    };
     tokio::spawn(async move {
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        // Stops with the node, letting go of the database (live streams end with it).
-        let stopped = async move { node.stopped().await };
-        if let Err(e) = axum::serve(listener, service)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            warn!("the web server stopped: {e}");
+        match served.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!("the web server stopped: {e}"),
+            Err(e) => warn!("the web server stopped: {e}"),
         }
         in_process.lock().unwrap_or_else(|e| e.into_inner()).take();
     });
-    info!(%addr, "web UI listening");
-    if let Some(code) = &setup_code {
-        info!("first-run setup code: {code} (open the web UI to create the owner account)");
+    info!(%addr, url = %server.url(), "web UI listening");
+    if let Some(code) = &server.setup_code {
+        info!(
+            "first-run setup code: {code} (open the web UI at {} to create the owner account)",
+            server.url()
+        );
     }
-    Ok(WebServer {
-        addr,
-        setup_code,
-        router: shared,
-    })
+    Ok(server)
 }
 
 /// The whole router (used in-process by the tests).
@@ -262,8 +335,9 @@ fn is_public(method: &Method, path: &str) -> bool {
     )
 }
 
-/// Whether a request's `Origin`, if any, is this same host.
-fn same_origin(headers: &HeaderMap) -> bool {
+/// Whether a request's `Origin`, if any, is this same host (and scheme: `https://` when the
+/// UI is served over TLS).
+fn same_origin(headers: &HeaderMap, tls: bool) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
@@ -272,10 +346,14 @@ fn same_origin(headers: &HeaderMap) -> bool {
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
     let origin = origin.to_str().unwrap_or("");
-    let o = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .unwrap_or("");
+    let o = if tls {
+        origin.strip_prefix("https://")
+    } else {
+        origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+    }
+    .unwrap_or("");
     !host.is_empty() && o.eq_ignore_ascii_case(host)
 }
 
@@ -286,7 +364,7 @@ async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Response
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let changes_state = !matches!(method, Method::GET | Method::HEAD);
-    if changes_state && !same_origin(req.headers()) {
+    if changes_state && !same_origin(req.headers(), app.tls) {
         return ApiError::forbidden("cross-site request refused").into_response();
     }
     let session = auth::session_of(&app, req.headers());
@@ -403,18 +481,53 @@ mod tests {
     fn origins_must_match_the_host() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
-        assert!(same_origin(&h));
+        assert!(same_origin(&h, false));
+        assert!(same_origin(&h, true));
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("http://127.0.0.1:8080"),
         );
-        assert!(same_origin(&h));
+        assert!(same_origin(&h, false));
+        // Over TLS the page's origin is https://; an http:// one is another site.
+        assert!(!same_origin(&h, true));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://127.0.0.1:8080"),
+        );
+        assert!(same_origin(&h, true));
+        assert!(same_origin(&h, false));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert!(!same_origin(&h, true));
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("http://evil.example"),
         );
-        assert!(!same_origin(&h));
+        assert!(!same_origin(&h, false));
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
-        assert!(!same_origin(&h));
+        assert!(!same_origin(&h, false));
+        assert!(!same_origin(&h, true));
+    }
+
+    #[test]
+    fn tls_needs_both_files_resolved_in_the_data_directory() {
+        let dir = std::path::Path::new("/var/lib/wattmesh");
+        let mut cfg = WebConfig::default();
+        assert!(cfg.tls_files(dir).unwrap().is_none());
+        cfg.tls_cert = "web.crt".into();
+        let err = cfg.tls_files(dir).unwrap_err().to_string();
+        assert!(err.contains("tls_cert and tls_key go together"), "{err}");
+        cfg.tls_key = "/etc/wattmesh/web.key".into();
+        assert_eq!(
+            cfg.tls_files(dir).unwrap(),
+            Some((
+                PathBuf::from("/var/lib/wattmesh/web.crt"),
+                PathBuf::from("/etc/wattmesh/web.key")
+            ))
+        );
+        cfg.tls_cert = PathBuf::new();
+        assert!(cfg.tls_files(dir).is_err());
     }
 }
