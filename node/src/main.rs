@@ -1003,12 +1003,11 @@ async fn run(data_dir: &Path, cfg_path: &Path) -> anyhow::Result<()> {
     }
     tracing::info!(node = %status.short_id, neighbourhood = %status.neighbourhood, clock = ?status.clock, "running");
     if let Some(web) = &running.web {
-        tracing::info!(url = %format!("http://{}/", web.addr), "web UI");
+        tracing::info!(url = %web.url(), "web UI");
         if let Some(code) = &web.setup_code {
             eprintln!(
-                "\n  Open http://{}/ and create the owner account with the one-time setup code \
-                 {code}\n",
-                web.addr
+                "\n  Open {} and create the owner account with the one-time setup code {code}\n",
+                web.url()
             );
         }
     }

@@ -558,6 +558,9 @@ struct TraderLogItem {
 /// The most entries the trader's log keeps.
 const TRADER_LOG_LEN: usize = 200;
 
+/// How many gossiped offers may wait for their commit while the previous batch is written.
+const MAX_PENDING_STORE: usize = 4096;
+
 /// Adds an action to the trader's log. A hold for the same reason as the newest entry, for a
 /// later slot, extends that entry ("did nothing for 6 slots") instead of filling the log with
 /// a night of "no surplus".
@@ -878,6 +881,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         quotas: HashMap::new(),
         quota_per_minute: cfg.network.requests_per_peer_per_minute.max(1),
         pending_store: Vec::new(),
+        store_job: None,
         started: Instant::now(),
         mdns_config: cfg.mdns.clone(),
         mdns: None,
@@ -955,6 +959,9 @@ struct Core {
     quotas: HashMap<PeerId, (Instant, u32)>,
     quota_per_minute: u32,
     pending_store: Vec<(OfferId, Vec<u8>)>,
+    /// The background commit of gossiped offers, or their pruning, under way (one at a time:
+    /// the node task does not wait for it, so offers keep arriving in the book meanwhile).
+    store_job: Option<tokio::task::JoinHandle<()>>,
     started: Instant,
     mdns_config: crate::config::MdnsConfig,
     mdns: Option<crate::discovery::Mdns>,
@@ -1008,7 +1015,9 @@ impl Core {
             tokio::select! {
                 req = requests.recv() => match req {
                     Some(Request::Stop(reply)) => {
+                        self.settle_store_job().await;
                         self.flush().await;
+                        self.settle_store_job().await;
                         self.net.stop().await;
                         let _ = reply.send(());
                         break;
@@ -1047,10 +1056,34 @@ impl Core {
         Ok(())
     }
 
-    /// Commits the accepted offers gathered since the last flush, in one transaction.
+    /// Whether a background store job is still running.
+    fn store_busy(&self) -> bool {
+        self.store_job.as_ref().is_some_and(|j| !j.is_finished())
+    }
+
+    /// Waits for the background store job, if any.
+    async fn settle_store_job(&mut self) {
+        if let Some(job) = self.store_job.take() {
+            if let Err(e) = job.await {
+                warn!("storing offers panicked: {e}");
+            }
+        }
+    }
+
+    /// Commits the accepted offers gathered since the last flush, in one transaction, in the
+    /// background: gossiped offers are others' signed messages, which sync brings back if a
+    /// power cut loses them, so the node task goes on taking offers into the book meanwhile.
+    /// While a commit is under way the next batch keeps gathering, up to [`MAX_PENDING_STORE`]
+    /// (then the node waits for the commit).
     async fn flush(&mut self) {
         if self.pending_store.is_empty() {
             return;
+        }
+        if self.store_busy() {
+            if self.pending_store.len() < MAX_PENDING_STORE {
+                return;
+            }
+            self.settle_store_job().await;
         }
         let batch = std::mem::take(&mut self.pending_store);
         let store = self.store.clone();
@@ -1058,22 +1091,27 @@ impl Core {
             .into_iter()
             .map(|(id, envelope)| crate::market::Record::Offer { id, envelope })
             .collect();
-        match tokio::task::spawn_blocking(move || store.put_records(&records)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!("storing offers failed: {e}"),
-            Err(e) => warn!("storing offers panicked: {e}"),
-        }
+        self.store_job = Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.put_records(&records) {
+                warn!("storing offers failed: {e}");
+            }
+        }));
     }
 
     async fn prune(&mut self) {
         // The market drops expired offers from the book on its own ticks; the database is
-        // cleaned here, from what it holds.
-        let now = self.clock.now_ms();
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.prune_expired_offers(now)).await {
-            Ok(Ok(n)) if n > 0 => debug!(offers = n, "pruned expired offers"),
-            Ok(Err(e)) => warn!("pruning offers failed: {e}"),
-            _ => {}
+        // cleaned here, from what it holds, in the background (skipped while a commit of
+        // offers is under way: the next tick does it).
+        if !self.store_busy() {
+            let now = self.clock.now_ms();
+            let store = self.store.clone();
+            self.store_job = Some(tokio::task::spawn_blocking(move || {
+                match store.prune_expired_offers(now) {
+                    Ok(n) if n > 0 => debug!(offers = n, "pruned expired offers"),
+                    Ok(_) => {}
+                    Err(e) => warn!("pruning offers failed: {e}"),
+                }
+            }));
         }
         self.quotas
             .retain(|_, (t, _)| t.elapsed() < Duration::from_secs(60));
@@ -1944,6 +1982,14 @@ impl Core {
             match o {
                 Output::Persist(_) => {}
                 Output::Publish(topic, bytes) => {
+                    if topic == net::behaviour::TopicKind::Offers {
+                        // Propagation is timed from here: the offer is stored and signed.
+                        if let Ok(o) =
+                            Envelope::from_bytes(&bytes).and_then(|e| e.payload_as::<Offer>())
+                        {
+                            self.timeline.record(timeline::offer_event(&o, true));
+                        }
+                    }
                     if let Ok(Err(e)) = self.net.publish(topic, bytes).await {
                         // With no peers yet, offers still reach them by sync when they connect.
                         debug!("not gossiped: {e}");
@@ -2023,7 +2069,6 @@ impl Core {
                         continue;
                     };
                     if o.maker == me {
-                        self.timeline.record(timeline::offer_event(&o, true));
                         // So that replays of our own offers are refused too.
                         let _ = self.work.send(Work::Own(Box::new(o))).await;
                     }
