@@ -147,7 +147,7 @@ function LiveChannels({ live }) {
   const legs = live.some((c) => c.legs.length > 0);
   return (
     <div class="scroll-x" tabIndex={0} role="region" aria-label="Live readings per channel">
-      <table class="table" data-testid="calibration-live">
+      <table class={legs ? 'table' : 'table narrow'} data-testid="calibration-live">
         <caption>Live readings per channel{legs ? ' and clamp' : ''}</caption>
         <thead>
           <tr>
