@@ -26,10 +26,9 @@ use wattmesh_protocol::validate::{Accepted, Invalid, Validator};
 /// Work for the validator.
 #[derive(Debug)]
 pub enum Work {
-    /// A gossip message awaiting a verdict.
-    Gossip {
-        /// The topic it came on.
-        topic: TopicKind,
+    /// A message from the members topic awaiting its verdict (other topics are judged on the
+    /// swarm task: [`gossip_sink`]).
+    MembersGossip {
         /// Its id.
         id: MessageId,
         /// The forwarding peer.
@@ -284,12 +283,7 @@ impl Checks {
 pub fn gossip_sink(checks: Checks, work: mpsc::Sender<Work>) -> crate::net::GossipSink {
     Box::new(move |topic, id, source, data| {
         if topic == TopicKind::Members {
-            return match work.try_send(Work::Gossip {
-                topic,
-                id,
-                source,
-                data,
-            }) {
+            return match work.try_send(Work::MembersGossip { id, source, data }) {
                 Ok(()) => SinkVerdict::Later,
                 Err(_) => SinkVerdict::Dropped,
             };
@@ -335,28 +329,12 @@ pub fn spawn(mut rx: mpsc::Receiver<Work>, checks: Checks, net: NetHandle) -> st
                             Err(why) => Outcome::Refused { why, synced: true },
                         }
                     }
-                    Work::Gossip {
-                        topic: TopicKind::Members,
-                        id,
-                        source,
-                        data,
-                    } => {
+                    Work::MembersGossip { id, source, data } => {
                         let outcome = members(&checks, &data, Some(now), false);
                         net.report(id, source, acceptance_of(&outcome));
                         outcome
                     }
                     Work::Members(data) => members(&checks, &data, None, true),
-                    // Gossip handed over by the node (a network started without a sink).
-                    Work::Gossip {
-                        topic,
-                        id,
-                        source,
-                        data,
-                    } => {
-                        let (acceptance, outcome) = checks.judge(topic, &data);
-                        net.report(id, source, acceptance);
-                        outcome
-                    }
                     Work::Synced(data) => {
                         let result = {
                             let mut st = checks.state();

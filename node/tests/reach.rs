@@ -546,10 +546,13 @@ async fn net(
         max_reservations: 0,
         external: vec![],
     };
+    // These tests gossip nothing; anything that arrives is ignored.
     wattmesh_node::net::spawn(
         &wattmesh_protocol::NodeKey::from_secret(&[seed; 32]),
         cfg,
-        None,
+        Box::new(|_, _, _, _| {
+            wattmesh_node::net::SinkVerdict::Now(libp2p::gossipsub::MessageAcceptance::Ignore)
+        }),
     )
     .unwrap()
 }

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::http::{Resp, parse, request_text};
 use common::*;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::net::SocketAddr;
@@ -44,49 +45,6 @@ fn client(cert: &CertificateDer<'static>) -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> String {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        req.push_str(&format!("host: {addr}\r\n"));
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if !body.is_empty() {
-        req.push_str(&format!(
-            "content-type: application/json\r\ncontent-length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    req
-}
-
 /// One HTTP/1.1 request over TLS on a fresh connection, trusting only `cert`.
 async fn https(
     addr: SocketAddr,
@@ -103,7 +61,7 @@ async fn https(
         .expect("the handshake finishes")
         .expect("the node's certificate is trusted");
     // The server offers HTTP/1.1 by ALPN when asked; this client does not ask.
-    tls.write_all(request(addr, method, path, headers, body).as_bytes())
+    tls.write_all(request_text(addr, method, path, headers, body).as_bytes())
         .await
         .unwrap();
     let mut raw = Vec::new();
@@ -121,43 +79,6 @@ async fn https(
     });
     read.await.expect("the server answers");
     parse(&raw)
-}
-
-fn parse(raw: &[u8]) -> Resp {
-    let text = String::from_utf8_lossy(raw).to_string();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-    let mut body = String::new();
-    if chunked {
-        let mut s = rest;
-        while let Some((size, more)) = s.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            body.push_str(&more[..n.min(more.len())]);
-            s = more.get(n + 2..).unwrap_or("");
-        }
-    } else {
-        body = rest.to_owned();
-    }
-    Resp {
-        status,
-        headers,
-        body,
-    }
 }
 
 fn tls_config(cert: &str, key: &str) -> wattmesh_node::config::Config {
@@ -192,7 +113,7 @@ async fn the_web_ui_is_served_over_https_with_the_owners_certificate() {
     // Plain HTTP to the HTTPS port gets no HTTP answer: the connection just closes.
     let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
     plain
-        .write_all(request(addr, "GET", "/api/setup", &[], "").as_bytes())
+        .write_all(request_text(addr, "GET", "/api/setup", &[], "").as_bytes())
         .await
         .unwrap();
     let mut raw = Vec::new();

@@ -122,17 +122,6 @@ pub struct PeerInfo {
 /// Something the network tells the node.
 #[derive(Debug)]
 pub enum NetEvent {
-    /// A gossip message awaiting the node's verdict ([`NetHandle::report`]).
-    Gossip {
-        /// Which topic.
-        topic: TopicKind,
-        /// Its message id.
-        id: MessageId,
-        /// The peer that forwarded it.
-        source: PeerId,
-        /// The envelope bytes.
-        data: Vec<u8>,
-    },
     /// A peer asks for sync; answer with [`NetHandle::respond_sync`].
     SyncRequest {
         /// Who asks.
@@ -405,12 +394,11 @@ pub enum SinkVerdict {
     Dropped,
 }
 
-/// Starts the swarm task. Gossip messages go to `gossip_sink` if given, else to the event
-/// channel as [`NetEvent::Gossip`].
+/// Starts the swarm task. Gossip messages go to `gossip_sink`.
 pub fn spawn(
     key: &NodeKey,
     cfg: NetConfig,
-    gossip_sink: Option<GossipSink>,
+    gossip_sink: GossipSink,
 ) -> anyhow::Result<(NetHandle, mpsc::Receiver<NetEvent>)> {
     let kp = keypair(key);
     let local = kp.public().to_peer_id();
@@ -582,7 +570,7 @@ struct SwarmTask {
     static_external: Vec<Multiaddr>,
     last_external: Vec<Multiaddr>,
     dropped_events: u64,
-    gossip_sink: Option<GossipSink>,
+    gossip_sink: GossipSink,
 }
 
 impl SwarmTask {
@@ -1106,18 +1094,8 @@ impl SwarmTask {
                         );
                     return;
                 };
-                let verdict = match &mut self.gossip_sink {
-                    Some(sink) => sink(topic, message_id.clone(), propagation_source, message.data),
-                    None => match self.events.try_send(NetEvent::Gossip {
-                        topic,
-                        id: message_id.clone(),
-                        source: propagation_source,
-                        data: message.data,
-                    }) {
-                        Ok(()) => SinkVerdict::Later,
-                        Err(_) => SinkVerdict::Dropped,
-                    },
-                };
+                let verdict =
+                    (self.gossip_sink)(topic, message_id.clone(), propagation_source, message.data);
                 let acceptance = match verdict {
                     SinkVerdict::Now(a) => a,
                     SinkVerdict::Later => return,

@@ -737,7 +737,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
     let (net, events) = net::spawn(
         &key,
         net_cfg,
-        Some(worker::gossip_sink(checks.clone(), work.clone())),
+        worker::gossip_sink(checks.clone(), work.clone()),
     )?;
     worker::spawn(work_rx, checks, net.clone())?;
     {
@@ -1212,25 +1212,6 @@ impl Core {
 
     async fn net_event(&mut self, ev: NetEvent) {
         match ev {
-            NetEvent::Gossip {
-                topic,
-                id,
-                source,
-                data,
-            } => {
-                if let Err(e) = self.work.try_send(Work::Gossip {
-                    topic,
-                    id,
-                    source,
-                    data,
-                }) {
-                    self.counters.work_dropped += 1;
-                    if let mpsc::error::TrySendError::Full(Work::Gossip { id, source, .. }) = e {
-                        self.net
-                            .report(id, source, libp2p::gossipsub::MessageAcceptance::Ignore);
-                    }
-                }
-            }
             NetEvent::SyncRequest {
                 peer,
                 request,

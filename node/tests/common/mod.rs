@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wattmesh_node::config::{ClockCheck, Config};
