@@ -530,6 +530,35 @@ impl Store {
         Ok(())
     }
 
+    /// Stores neighbours' offers as gossip brought them, in one transaction that is not flushed
+    /// to the disk on its own (`Durability::None`): it becomes durable with the node's next
+    /// durable commit (a trade, an attestation, the meter's registers). A power cut may lose the
+    /// last few, which sync brings back from the neighbours; what is lost is never ours.
+    pub fn put_gossiped_offers(&self, offers: &[(OfferId, Vec<u8>)]) -> Result<(), StoreError> {
+        if offers.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::None)?;
+        {
+            let mut t = tx.open_table(OFFERS)?;
+            for (id, envelope) in offers {
+                t.insert(offer_key(id).as_slice(), envelope.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Makes every earlier commit durable (those made with `Durability::None`): an empty
+    /// durable commit. The node calls it when it stops.
+    pub fn make_durable(&self) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Persists market records in one durable transaction, in order (a maker's trade and its
     /// offer's next version land together or not at all).
     pub fn put_records(&self, records: &[Record]) -> Result<(), StoreError> {
@@ -1080,6 +1109,27 @@ fn split_trade(v: &[u8]) -> Option<(TradeState, Vec<u8>)> {
 mod tests {
     use super::*;
     use wattmesh_protocol::sample;
+
+    #[test]
+    fn gossiped_offers_survive_a_clean_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let env = sample::offer_envelope();
+        let id = sample::offer().id();
+        {
+            let s = Store::open(&path).unwrap();
+            s.put_gossiped_offers(&[(id, env.to_bytes())]).unwrap();
+            s.make_durable().unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(
+            s.records().unwrap(),
+            vec![Record::Offer {
+                id,
+                envelope: env.to_bytes()
+            }]
+        );
+    }
 
     #[test]
     fn offers_survive_reopening() {

@@ -4,6 +4,10 @@
 //! yamux), with the node's gossipsub settings (heartbeat, duplicate cache, message ids, size
 //! cap), publishing payloads of an offer's size at the workload's rate, and no application
 //! validation: a received message is forwarded at once and only its arrival time is noted.
+//! With `signed`, each payload carries an Ed25519 signature of the protocol's rule
+//! ([`wattmesh_protocol::sign`]) and every peer checks it before gossipsub forwards the
+//! message: the baseline plus the one check a node cannot skip, to tell that cost apart from
+//! the rest of the node's.
 //! Propagation is measured as in the testnet report: a message's publication to its arrival
 //! at the last other peer, all on this machine's wall clock.
 
@@ -24,6 +28,9 @@ use wattmesh_node::node::timeline::wall_ms;
 
 /// The bytes at the head of every payload: origin (u32), sequence (u32), both little-endian.
 const HEAD: usize = 8;
+/// The tail of a signed payload: the signer's key (32 bytes) and the signature (64) of all
+/// the bytes before them.
+const SIGNED_TAIL: usize = 96;
 
 /// One baseline peer's settings (the hidden `gossip-peer` command).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +53,8 @@ pub struct PeerArgs {
     pub heartbeat_ms: u64,
     /// Gossipsub duplicate cache, seconds.
     pub duplicate_cache_secs: u64,
+    /// Sign every payload and check every signature before forwarding.
+    pub signed: bool,
     /// Wall clock (UTC ms) at which publishing starts and stops.
     pub start_ms: u64,
     /// See `start_ms`.
@@ -83,8 +92,13 @@ pub async fn peer(a: PeerArgs) -> anyhow::Result<()> {
         .multiplex(yamux::Config::default())
         .timeout(Duration::from_secs(20))
         .boxed();
-    let config = gossipsub::ConfigBuilder::default()
-        .validation_mode(ValidationMode::Anonymous)
+    let mut config = gossipsub::ConfigBuilder::default();
+    config.validation_mode(ValidationMode::Anonymous);
+    if a.signed {
+        // As the node: forwarded only once judged.
+        config.validate_messages();
+    }
+    let config = config
         .message_id_fn(|m: &gossipsub::Message| {
             gossipsub::MessageId::from(wattmesh_protocol::Envelope::content_id(&m.data).0.to_vec())
         })
@@ -111,6 +125,13 @@ pub async fn peer(a: PeerArgs) -> anyhow::Result<()> {
     for d in &a.dial {
         swarm.dial(d.parse::<Multiaddr>()?)?;
     }
+    let signer = a.signed.then(|| {
+        let seed = wattmesh_protocol::Hash32::tagged(
+            "wattmesh/baseline-signer",
+            &[a.psk_hex.as_bytes(), &a.index.to_le_bytes()],
+        );
+        wattmesh_protocol::sign::NodeKey::from_secret(&seed.0)
+    });
     let mut record = PeerRecord::default();
     // Publications spread evenly: peer i publishes at start + i/peers of a period, and then
     // once per period.
@@ -121,9 +142,17 @@ pub async fn peer(a: PeerArgs) -> anyhow::Result<()> {
     loop {
         let now = wall_ms();
         if now >= next && now < a.stop_ms {
-            let mut payload = vec![0u8; a.payload_bytes.max(HEAD)];
+            let mut payload = vec![0u8; a.payload_bytes.max(HEAD + SIGNED_TAIL)];
             payload[..4].copy_from_slice(&a.index.to_le_bytes());
             payload[4..8].copy_from_slice(&seq.to_le_bytes());
+            if let Some(key) = &signer {
+                let body = payload.len() - SIGNED_TAIL;
+                let sig = key.sign(&payload[..body]);
+                payload[body..body + 32].copy_from_slice(&key.node_id().0);
+                payload[body + 32..].copy_from_slice(&sig.to_bytes());
+            } else {
+                payload.truncate(a.payload_bytes.max(HEAD));
+            }
             match swarm.behaviour_mut().publish(topic.clone(), payload) {
                 Ok(_) => record.published.push((seq, wall_ms())),
                 Err(_) => record.publish_errors += 1,
@@ -150,9 +179,27 @@ pub async fn peer(a: PeerArgs) -> anyhow::Result<()> {
         let wait = Duration::from_millis(until.saturating_sub(now).clamp(1, 1_000));
         tokio::select! {
             ev = swarm.select_next_some() => {
-                if let SwarmEvent::Behaviour(gossipsub::Event::Message { message, .. }) = ev {
+                if let SwarmEvent::Behaviour(gossipsub::Event::Message {
+                    message,
+                    message_id,
+                    propagation_source,
+                }) = ev
+                {
                     let d = &message.data;
-                    if d.len() >= HEAD {
+                    let accepted = !a.signed || signature_holds(d);
+                    if a.signed {
+                        let acceptance = if accepted {
+                            gossipsub::MessageAcceptance::Accept
+                        } else {
+                            gossipsub::MessageAcceptance::Reject
+                        };
+                        swarm.behaviour_mut().report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            acceptance,
+                        );
+                    }
+                    if accepted && d.len() >= HEAD {
                         let word = |r: std::ops::Range<usize>| {
                             u32::from_le_bytes(d[r].try_into().unwrap_or_default())
                         };
@@ -163,6 +210,25 @@ pub async fn peer(a: PeerArgs) -> anyhow::Result<()> {
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Whether a signed payload's signature holds (see [`SIGNED_TAIL`]).
+fn signature_holds(d: &[u8]) -> bool {
+    let Some(body) = d.len().checked_sub(SIGNED_TAIL) else {
+        return false;
+    };
+    let (Ok(signer), Ok(sig)) = (
+        <[u8; 32]>::try_from(&d[body..body + 32]),
+        <[u8; 64]>::try_from(&d[body + 32..]),
+    ) else {
+        return false;
+    };
+    wattmesh_protocol::sign::verify(
+        &wattmesh_protocol::NodeId(signer),
+        &d[..body],
+        &wattmesh_protocol::sign::SignatureBytes::from_bytes(&sig),
+    )
+    .is_ok()
 }
 
 /// The baseline run's settings.
@@ -176,6 +242,8 @@ pub struct Options {
     pub payload_bytes: usize,
     /// Real seconds of publishing.
     pub duration_s: u64,
+    /// Sign every payload and check every signature before forwarding.
+    pub signed: bool,
     /// TCP port of peer 0 (peer i: plus i).
     pub base_port: u16,
     /// Output directory.
@@ -193,10 +261,16 @@ pub struct Report {
     pub payload_bytes: usize,
     /// Real seconds of publishing.
     pub duration_s: u64,
+    /// Whether payloads were signed and checked before forwarding.
+    pub signed: bool,
     /// Messages published.
     pub messages: usize,
     /// Publications gossipsub refused.
     pub publish_errors: u64,
+    /// The share of the machine's CPU time (all cores, everything on it) that was busy while
+    /// the peers published (absent where /proc/stat cannot be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine_busy: Option<f64>,
     /// Publication to arrival at the last other peer, wall-clock ms.
     pub offer_propagation_ms: Latency,
     /// Per peer: peak RSS (kB) and CPU seconds over the run.
@@ -242,6 +316,7 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
             payload_bytes: o.payload_bytes,
             heartbeat_ms: crate::run::HEARTBEAT_MS,
             duplicate_cache_secs: crate::run::DUPLICATE_CACHE_SECS,
+            signed: o.signed,
             start_ms,
             stop_ms,
             write_ms,
@@ -266,7 +341,18 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
         .map(|i| o.out.join(format!("peer-{i:03}.json")))
         .collect();
     let deadline = write_ms + 30_000;
+    // The machine's CPU while the peers publish.
+    let (mut cpu_at_start, mut machine_busy) = (None, None);
     while !files.iter().all(|f| f.exists()) {
+        let now = wall_ms();
+        if cpu_at_start.is_none() && now >= start_ms {
+            cpu_at_start = crate::run::MachineCpu::read();
+        }
+        if machine_busy.is_none() && now >= stop_ms {
+            machine_busy = cpu_at_start
+                .zip(crate::run::MachineCpu::read())
+                .and_then(|(a, b)| b.busy_since(&a));
+        }
         anyhow::ensure!(
             wall_ms() < deadline,
             "baseline peers did not write their records"
@@ -293,8 +379,10 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
         every_ms: o.every_ms,
         payload_bytes: o.payload_bytes,
         duration_s: o.duration_s,
+        signed: o.signed,
         messages: records.iter().map(|r| r.published.len()).sum(),
         publish_errors: records.iter().map(|r| r.publish_errors).sum(),
+        machine_busy,
         offer_propagation_ms: propagation(&records),
         nodes,
     };

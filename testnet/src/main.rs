@@ -33,6 +33,11 @@ enum Command {
         /// it; the default) or `all` (every pair connected).
         #[arg(long, value_enum)]
         dial: Option<wattmesh_testnet::scenario::Dial>,
+        /// The scenario's workload at another rate: every home posts an offer every this many
+        /// real seconds and cancels it half that later (a scenario without a `[workload]`
+        /// refuses it).
+        #[arg(long, value_name = "SECONDS")]
+        offer_every: Option<f64>,
         /// Exit non-zero, saying why, when an invariant fails (mismatched or unsettled trades,
         /// a hostile message accepted, a healthy home crashed, fewer trades or settlements
         /// than the scenario expects).
@@ -75,6 +80,10 @@ enum Command {
         /// Real seconds of publishing.
         #[arg(long, default_value_t = 120)]
         duration: u64,
+        /// Sign every payload (Ed25519, the protocol's rule) and check every signature before
+        /// forwarding, as a node must: the baseline plus the one check no node can skip.
+        #[arg(long)]
+        signed: bool,
         /// TCP port of the first peer.
         #[arg(long, default_value_t = 25100)]
         base_port: u16,
@@ -126,6 +135,7 @@ fn real_main() -> anyhow::Result<()> {
             speed,
             duration,
             dial,
+            offer_every,
             check,
             faults,
             out,
@@ -150,6 +160,13 @@ fn real_main() -> anyhow::Result<()> {
             }
             if let Some(v) = dial {
                 sc.dial = v;
+            }
+            if let Some(every) = offer_every {
+                let w = sc.workload.as_mut().ok_or_else(|| {
+                    anyhow::anyhow!("--offer-every: the scenario has no [workload]")
+                })?;
+                w.offer_every_s = every;
+                w.cancel_after_s = every / 2.0;
             }
             for f in &faults {
                 sc.faults.push(wattmesh_testnet::scenario::Fault::parse(f)?);
@@ -201,17 +218,23 @@ fn real_main() -> anyhow::Result<()> {
             every_ms,
             payload,
             duration,
+            signed,
             base_port,
             out,
         } => {
             anyhow::ensure!(peers >= 2, "--peers: at least 2");
             anyhow::ensure!(every_ms >= 10, "--every-ms: at least 10");
             anyhow::ensure!((8..=4096).contains(&payload), "--payload: 8 to 4096 bytes");
+            anyhow::ensure!(
+                !signed || payload >= 104,
+                "--payload: at least 104 bytes with --signed (8 + a 96-byte signature tail)"
+            );
             let o = wattmesh_testnet::baseline::Options {
                 peers,
                 every_ms,
                 payload_bytes: payload,
                 duration_s: duration,
+                signed,
                 base_port,
                 out,
             };

@@ -31,6 +31,18 @@ impl Observed {
         }
     }
 
+    /// How many trades some home has reported durably stored so far (as read from the
+    /// timelines: for the progress line, without asking every home for its trades).
+    pub fn trades_stored(&self) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        for e in self.events.iter().flatten() {
+            if let EventKind::TradeStored { taker, nonce } = &e.kind {
+                seen.insert((taker.as_str(), *nonce));
+            }
+        }
+        seen.len()
+    }
+
     /// Reads what is new at home `i`.
     pub async fn poll(&mut self, i: usize, dir: &Path) {
         // A home's timeline gives a page at a time; a few pages catch up after a busy spell.

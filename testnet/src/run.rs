@@ -87,6 +87,10 @@ pub struct Summary {
     /// What the scenario's fixed workload did (absent without one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workload: Option<WorkloadCounts>,
+    /// The share of the machine's CPU time (all cores, everything running on it) that was
+    /// busy while the workload ran (absent without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine_busy: Option<f64>,
     /// Key figures.
     pub kpis: Kpis,
     /// The neighbourhood's metered energy over the run.
@@ -580,6 +584,7 @@ pub async fn run(
     } else {
         None
     };
+    let cpu_at_start = MachineCpu::read();
     let workload = o.scenario.workload.clone().map(|w| {
         println!(
             "workload: every home posts a {} Wh offer every {} s and cancels it after {} s",
@@ -685,13 +690,16 @@ pub async fn run(
                     s["offers"]
                 );
             }
-            let trades = collect(&homes[..o.homes]).await;
-            println!("{line}  trades {}", trades.len());
+            println!("{line}  trades {}", observed.trades_stored());
         }
         if started.elapsed() >= real_duration {
             break;
         }
     }
+    let machine_busy = match (&workload, cpu_at_start, MachineCpu::read()) {
+        (Some(_), Some(a), Some(b)) => b.busy_since(&a),
+        _ => None,
+    };
     let workload_counts = match workload {
         Some((task, counts)) => {
             task.abort();
@@ -751,6 +759,7 @@ pub async fn run(
     .into();
     summary.crashed_homes = crashed;
     summary.workload = workload_counts;
+    summary.machine_busy = machine_busy;
     summary.faults = fault_log;
     if let Some(a) = &attack {
         let dirs: Vec<PathBuf> = healthy.iter().map(|h| h.dir.clone()).collect();
@@ -1038,6 +1047,47 @@ fn signal(pid: u32, sig: libc::c_int) {
 }
 
 /// Peak memory and CPU time of a running process, from /proc.
+/// The machine's CPU time so far, all cores (the first line of /proc/stat), in clock ticks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MachineCpu {
+    busy: u64,
+    total: u64,
+}
+
+impl MachineCpu {
+    /// Now; `None` where /proc/stat cannot be read.
+    pub(crate) fn read() -> Option<MachineCpu> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        MachineCpu::parse(stat.lines().next()?)
+    }
+
+    /// From the `cpu` line: user nice system idle iowait irq softirq steal ...
+    fn parse(line: &str) -> Option<MachineCpu> {
+        let mut fields = line.split_whitespace();
+        if fields.next()? != "cpu" {
+            return None;
+        }
+        let v: Vec<u64> = fields
+            .take(8)
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        let total: u64 = v.iter().sum();
+        // Idle and waiting for the disk count as not busy.
+        let idle = v.get(3)? + v.get(4)?;
+        Some(MachineCpu {
+            busy: total - idle,
+            total,
+        })
+    }
+
+    /// The busy share of the time between `earlier` and this reading.
+    pub(crate) fn busy_since(&self, earlier: &MachineCpu) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        let busy = self.busy.checked_sub(earlier.busy)?;
+        (total > 0).then(|| busy as f64 / total as f64)
+    }
+}
+
 pub(crate) fn usage(home: &str, pid: u32, dir: &Path) -> NodeUsage {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kb = |key: &str| {
@@ -1151,6 +1201,18 @@ fn fmt_time(ms: u64) -> String {
 mod tests {
     use super::*;
     use crate::scenario::Expect;
+
+    #[test]
+    fn machine_busy_share_from_proc_stat() {
+        let a = MachineCpu::parse("cpu  100 0 50 800 50 0 0 0 0 0").unwrap();
+        let b = MachineCpu::parse("cpu  400 0 150 1100 50 0 0 0 0 0").unwrap();
+        // 400 busy ticks of 700 in between.
+        assert_eq!(b.busy_since(&a), Some(400.0 / 700.0));
+        assert_eq!(a.busy_since(&b), None);
+        assert_eq!(a.busy_since(&a), None);
+        assert!(MachineCpu::parse("cpu0 1 2 3 4 5 6 7 8").is_none());
+        assert!(MachineCpu::parse("cpu 1 2 x 4 5 6 7 8").is_none());
+    }
 
     #[test]
     fn sparse_dialling_connects_every_home_with_few_connections() {

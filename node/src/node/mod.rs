@@ -560,6 +560,8 @@ const TRADER_LOG_LEN: usize = 200;
 
 /// How many gossiped offers may wait for their commit while the previous batch is written.
 const MAX_PENDING_STORE: usize = 4096;
+/// How often expired offers are deleted from the database (the book drops them at once).
+const OFFER_PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Adds an action to the trader's log. A hold for the same reason as the newest entry, for a
 /// later slot, extends that entry ("did nothing for 6 slots") instead of filling the log with
@@ -882,6 +884,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         quota_per_minute: cfg.network.requests_per_peer_per_minute.max(1),
         pending_store: Vec::new(),
         store_job: None,
+        offers_pruned: None,
         started: Instant::now(),
         mdns_config: cfg.mdns.clone(),
         mdns: None,
@@ -962,6 +965,8 @@ struct Core {
     /// The background commit of gossiped offers, or their pruning, under way (one at a time:
     /// the node task does not wait for it, so offers keep arriving in the book meanwhile).
     store_job: Option<tokio::task::JoinHandle<()>>,
+    /// When expired offers were last deleted from the database.
+    offers_pruned: Option<Instant>,
     started: Instant,
     mdns_config: crate::config::MdnsConfig,
     mdns: Option<crate::discovery::Mdns>,
@@ -1006,7 +1011,7 @@ impl Core {
             mut restores,
             mut synced,
         } = inbox;
-        let mut flush = tokio::time::interval(Duration::from_millis(200));
+        let mut flush = tokio::time::interval(Duration::from_secs(1));
         // The market's clock: once a simulated second, but at most 20 times a real second.
         let tick_ms = (1000 / self.clock.speed()).max(50);
         let mut tick = tokio::time::interval(Duration::from_millis(tick_ms));
@@ -1018,6 +1023,12 @@ impl Core {
                         self.settle_store_job().await;
                         self.flush().await;
                         self.settle_store_job().await;
+                        let store = self.store.clone();
+                        match tokio::task::spawn_blocking(move || store.make_durable()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => warn!("the last commit failed: {e}"),
+                            Err(e) => warn!("the last commit panicked: {e}"),
+                        }
                         self.net.stop().await;
                         let _ = reply.send(());
                         break;
@@ -1070,9 +1081,10 @@ impl Core {
         }
     }
 
-    /// Commits the accepted offers gathered since the last flush, in one transaction, in the
-    /// background: gossiped offers are others' signed messages, which sync brings back if a
-    /// power cut loses them, so the node task goes on taking offers into the book meanwhile.
+    /// Commits the accepted offers gathered since the last flush (once a second), in one
+    /// transaction that waits for no disk flush, in the background: gossiped offers are others'
+    /// signed messages, which sync brings back if a power cut loses them, so the node task goes
+    /// on taking offers into the book meanwhile.
     /// While a commit is under way the next batch keeps gathering, up to [`MAX_PENDING_STORE`]
     /// (then the node waits for the commit).
     async fn flush(&mut self) {
@@ -1087,12 +1099,8 @@ impl Core {
         }
         let batch = std::mem::take(&mut self.pending_store);
         let store = self.store.clone();
-        let records: Vec<_> = batch
-            .into_iter()
-            .map(|(id, envelope)| crate::market::Record::Offer { id, envelope })
-            .collect();
         self.store_job = Some(tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.put_records(&records) {
+            if let Err(e) = store.put_gossiped_offers(&batch) {
                 warn!("storing offers failed: {e}");
             }
         }));
@@ -1100,9 +1108,13 @@ impl Core {
 
     async fn prune(&mut self) {
         // The market drops expired offers from the book on its own ticks; the database is
-        // cleaned here, from what it holds, in the background (skipped while a commit of
-        // offers is under way: the next tick does it).
-        if !self.store_busy() {
+        // cleaned here, from what it holds, in the background, once a minute (it reads every
+        // stored offer; skipped while a commit of offers is under way: a later tick does it).
+        let due = self
+            .offers_pruned
+            .is_none_or(|t| t.elapsed() >= OFFER_PRUNE_EVERY);
+        if due && !self.store_busy() {
+            self.offers_pruned = Some(Instant::now());
             let now = self.clock.now_ms();
             let store = self.store.clone();
             self.store_job = Some(tokio::task::spawn_blocking(move || {
