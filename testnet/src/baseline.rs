@@ -142,17 +142,7 @@ pub async fn peer(a: PeerArgs) -> anyhow::Result<()> {
     loop {
         let now = wall_ms();
         if now >= next && now < a.stop_ms {
-            let mut payload = vec![0u8; a.payload_bytes.max(HEAD + SIGNED_TAIL)];
-            payload[..4].copy_from_slice(&a.index.to_le_bytes());
-            payload[4..8].copy_from_slice(&seq.to_le_bytes());
-            if let Some(key) = &signer {
-                let body = payload.len() - SIGNED_TAIL;
-                let sig = key.sign(&payload[..body]);
-                payload[body..body + 32].copy_from_slice(&key.node_id().0);
-                payload[body + 32..].copy_from_slice(&sig.to_bytes());
-            } else {
-                payload.truncate(a.payload_bytes.max(HEAD));
-            }
+            let payload = payload(a.index, seq, a.payload_bytes, signer.as_ref());
             match swarm.behaviour_mut().publish(topic.clone(), payload) {
                 Ok(_) => record.published.push((seq, wall_ms())),
                 Err(_) => record.publish_errors += 1,
@@ -210,6 +200,27 @@ pub async fn peer(a: PeerArgs) -> anyhow::Result<()> {
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Peer `index`'s message `seq` of `size` bytes (at least the head, and the signed tail when
+/// signed by `signer`).
+fn payload(
+    index: u32,
+    seq: u32,
+    size: usize,
+    signer: Option<&wattmesh_protocol::sign::NodeKey>,
+) -> Vec<u8> {
+    let tail = if signer.is_some() { SIGNED_TAIL } else { 0 };
+    let mut payload = vec![0u8; size.max(HEAD + tail)];
+    payload[..4].copy_from_slice(&index.to_le_bytes());
+    payload[4..8].copy_from_slice(&seq.to_le_bytes());
+    if let Some(key) = signer {
+        let body = payload.len() - SIGNED_TAIL;
+        let sig = key.sign(&payload[..body]);
+        payload[body..body + 32].copy_from_slice(&key.node_id().0);
+        payload[body + 32..].copy_from_slice(&sig.to_bytes());
+    }
+    payload
 }
 
 /// Whether a signed payload's signature holds (see [`SIGNED_TAIL`]).
@@ -430,6 +441,25 @@ pub fn propagation(records: &[PeerRecord]) -> Latency {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signed_payloads_check_and_tampered_ones_do_not() {
+        let key = wattmesh_protocol::sign::NodeKey::from_secret(&[7; 32]);
+        let p = payload(3, 9, 192, Some(&key));
+        assert_eq!(p.len(), 192);
+        assert_eq!(&p[..8], &[3, 0, 0, 0, 9, 0, 0, 0]);
+        assert!(signature_holds(&p));
+        for i in [0, 100, 191] {
+            let mut bad = p.clone();
+            bad[i] ^= 1;
+            assert!(!signature_holds(&bad), "byte {i} changed");
+        }
+        assert!(!signature_holds(&p[..95]));
+        assert!(!signature_holds(&payload(3, 9, 192, None)));
+        // Unsigned payloads keep their size; signed ones grow to hold the tail.
+        assert_eq!(payload(1, 1, 8, None).len(), 8);
+        assert_eq!(payload(1, 1, 8, Some(&key)).len(), HEAD + SIGNED_TAIL);
+    }
 
     #[test]
     fn propagation_waits_for_the_last_peer_and_counts_the_missing() {
