@@ -1110,49 +1110,35 @@ mod tests {
     use super::*;
     use wattmesh_protocol::sample;
 
-    #[test]
-    fn gossiped_offers_survive_a_clean_stop() {
+    /// The sample offer written by `write` into a new database, which is then closed: the
+    /// database opened again (with its directory, which must outlive it), and what it should
+    /// hold.
+    fn written_then_reopened(
+        write: impl FnOnce(&Store, OfferId, Vec<u8>),
+    ) -> (tempfile::TempDir, Store, Vec<Record>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.redb");
-        let env = sample::offer_envelope();
-        let id = sample::offer().id();
-        {
-            let s = Store::open(&path).unwrap();
-            s.put_gossiped_offers(&[(id, env.to_bytes())]).unwrap();
-            s.make_durable().unwrap();
-        }
+        let (id, envelope) = (sample::offer().id(), sample::offer_envelope().to_bytes());
+        write(&Store::open(&path).unwrap(), id, envelope.clone());
         let s = Store::open(&path).unwrap();
-        assert_eq!(
-            s.records().unwrap(),
-            vec![Record::Offer {
-                id,
-                envelope: env.to_bytes()
-            }]
-        );
+        (dir, s, vec![Record::Offer { id, envelope }])
+    }
+
+    #[test]
+    fn gossiped_offers_survive_a_clean_stop() {
+        let (_dir, s, expected) = written_then_reopened(|s, id, envelope| {
+            s.put_gossiped_offers(&[(id, envelope)]).unwrap();
+            s.make_durable().unwrap();
+        });
+        assert_eq!(s.records().unwrap(), expected);
     }
 
     #[test]
     fn offers_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.redb");
-        let env = sample::offer_envelope();
-        let id = sample::offer().id();
-        {
-            let s = Store::open(&path).unwrap();
-            s.put_records(&[Record::Offer {
-                id,
-                envelope: env.to_bytes(),
-            }])
-            .unwrap();
-        }
-        let s = Store::open(&path).unwrap();
-        assert_eq!(
-            s.records().unwrap(),
-            vec![Record::Offer {
-                id,
-                envelope: env.to_bytes()
-            }]
-        );
+        let (_dir, s, expected) = written_then_reopened(|s, id, envelope| {
+            s.put_records(&[Record::Offer { id, envelope }]).unwrap();
+        });
+        assert_eq!(s.records().unwrap(), expected);
         assert_eq!(s.schema_version().unwrap(), Some(SCHEMA_VERSION));
         assert_eq!(
             s.prune_expired_offers(sample::offer().expires_ms).unwrap(),

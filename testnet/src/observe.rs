@@ -128,8 +128,8 @@ impl Latency {
 }
 
 /// Offer propagation: from the maker publishing an offer version (stored and signed) to the
-/// last other home having it in its book. `excluded(home, wall_ms)` says a home was down or frozen around that time
-/// (it is then left out of that offer's measurement).
+/// last other home having it in its book. `excluded(home, wall_ms)` says a home was down or
+/// frozen around that time (it is then left out of that offer's measurement).
 pub fn offer_propagation(
     o: &Observed,
     node_ids: &[String],
