@@ -135,6 +135,23 @@ impl Default for ReachConfig {
 }
 
 impl Config {
+    /// The settings of the network behaviour of a node in neighbourhood `n`.
+    pub fn behaviour_settings(
+        &self,
+        n: wattmesh_protocol::NeighbourhoodId,
+    ) -> crate::net::behaviour::BehaviourSettings {
+        let net = &self.network;
+        crate::net::behaviour::BehaviourSettings {
+            neighbourhood: n,
+            heartbeat: std::time::Duration::from_millis(net.heartbeat_ms.max(50)),
+            duplicate_cache: std::time::Duration::from_secs(net.duplicate_cache_secs.max(1)),
+            request_timeout: std::time::Duration::from_secs(net.request_timeout_secs.max(1)),
+            max_connections: net.max_connections,
+            max_connections_per_peer: net.max_connections_per_peer.max(1),
+            reach: self.reach_settings(),
+        }
+    }
+
     /// The network behaviour's reach settings. UPnP stays off while every listening address
     /// is on loopback (the local try-out): there is nothing to map.
     pub fn reach_settings(&self) -> crate::net::behaviour::ReachSettings {

@@ -17,13 +17,14 @@ use libp2p::core::transport::upgrade::Version;
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use libp2p::pnet::{PnetConfig, PreSharedKey};
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, Swarm, Transport, identity, noise, tcp, yamux};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use wattmesh_node::net::behaviour::BehaviourEvent;
 use wattmesh_node::node::timeline::wall_ms;
 
 /// The bytes at the head of every payload: origin (u32), sequence (u32), both little-endian.
@@ -55,6 +56,8 @@ pub struct PeerArgs {
     pub duplicate_cache_secs: u64,
     /// Sign every payload and check every signature before forwarding.
     pub signed: bool,
+    /// Gossip through the node's whole libp2p stack instead of bare gossipsub.
+    pub node_stack: bool,
     /// Wall clock (UTC ms) at which publishing starts and stops.
     pub start_ms: u64,
     /// See `start_ms`.
@@ -80,11 +83,14 @@ pub struct PeerRecord {
 /// (so that the orchestrator can read its memory and CPU use before it ends).
 pub async fn peer(a: PeerArgs) -> anyhow::Result<()> {
     let key = identity::Keypair::generate_ed25519();
-    let local = key.public().to_peer_id();
     let psk: [u8; 32] = hex::decode(&a.psk_hex)
         .ok()
         .and_then(|v| v.try_into().ok())
         .context("--psk-hex must be 32 bytes of hex")?;
+    if a.node_stack {
+        return node_stack_peer(a, key, psk).await;
+    }
+    let local = key.public().to_peer_id();
     let transport = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
         .and_then(move |socket, _| PnetConfig::new(PreSharedKey::new(psk)).handshake(socket))
         .upgrade(Version::V1Lazy)
@@ -112,7 +118,7 @@ pub async fn peer(a: PeerArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
     let topic = IdentTopic::new("wattmesh-baseline");
     behaviour.subscribe(&topic)?;
-    let mut swarm = Swarm::new(
+    let swarm = Swarm::new(
         transport,
         behaviour,
         local,
@@ -121,10 +127,89 @@ pub async fn peer(a: PeerArgs) -> anyhow::Result<()> {
             // As the node's swarm does.
             .with_substream_upgrade_protocol_override(Version::V1Lazy),
     );
+    drive(swarm, topic, &a).await
+}
+
+/// A baseline peer on the node's whole libp2p stack: its transport (TCP or relay circuits,
+/// pnet, Noise, yamux), its combined behaviour (gossipsub with its topics, scoring and
+/// validation; identify, trade and sync request-response, connection limits, the address
+/// book, relay client and server, DCUtR, AutoNAT) and the settings a testnet home gets, with
+/// no application on top: every message's signature is checked (with `signed`; accepted
+/// otherwise) and its verdict reported at once, as the node's swarm task does.
+async fn node_stack_peer(a: PeerArgs, key: identity::Keypair, psk: [u8; 32]) -> anyhow::Result<()> {
+    use wattmesh_node::net::behaviour::{Behaviour, TopicKind};
+    let local = key.public().to_peer_id();
+    let mut cfg = wattmesh_node::config::Config::default();
+    cfg.network.listen = vec![a.listen.clone()];
+    cfg.network.heartbeat_ms = a.heartbeat_ms;
+    cfg.network.duplicate_cache_secs = a.duplicate_cache_secs;
+    cfg.reach.upnp = false;
+    // The neighbourhood only names the topics.
+    let n = wattmesh_protocol::NeighbourhoodId(
+        wattmesh_protocol::Hash32::tagged("wattmesh/baseline-neighbourhood", &[&psk]).0[..16]
+            .try_into()
+            .context("16 bytes")?,
+    );
+    let (relay_transport, relay_client) = libp2p::relay::client::new(local);
+    let mut behaviour = Behaviour::new(&key, &cfg.behaviour_settings(n), relay_client)?;
+    if let Some(relay) = behaviour.relay.as_mut() {
+        // As a home with no external address configured (the testnet's).
+        relay.set_status(Some(libp2p::relay::Status::Disable));
+    }
+    let shared = std::sync::Arc::new(std::sync::RwLock::new(PreSharedKey::new(psk)));
+    let swarm = Swarm::new(
+        wattmesh_node::net::transport(&key, shared, relay_transport)?,
+        behaviour,
+        local,
+        libp2p::swarm::Config::with_tokio_executor()
+            .with_idle_connection_timeout(Duration::from_secs(3600))
+            .with_substream_upgrade_protocol_override(Version::V1Lazy),
+    );
+    drive(swarm, TopicKind::Offers.topic(&n), &a).await
+}
+
+/// A behaviour a baseline peer gossips through.
+trait Gossiping: NetworkBehaviour {
+    /// Its gossipsub.
+    fn gossipsub(&mut self) -> &mut gossipsub::Behaviour;
+    /// A gossipsub event among its events.
+    fn gossip_event(ev: Self::ToSwarm) -> Option<gossipsub::Event>;
+}
+
+impl Gossiping for gossipsub::Behaviour {
+    fn gossipsub(&mut self) -> &mut gossipsub::Behaviour {
+        self
+    }
+    fn gossip_event(ev: gossipsub::Event) -> Option<gossipsub::Event> {
+        Some(ev)
+    }
+}
+
+impl Gossiping for wattmesh_node::net::behaviour::Behaviour {
+    fn gossipsub(&mut self) -> &mut gossipsub::Behaviour {
+        &mut self.gossipsub
+    }
+    fn gossip_event(ev: BehaviourEvent) -> Option<gossipsub::Event> {
+        match ev {
+            BehaviourEvent::Gossipsub(ev) => Some(ev),
+            _ => None,
+        }
+    }
+}
+
+/// Dials, publishes on `topic` at the peer's rate, notes what arrives, and writes the record.
+async fn drive<B: Gossiping>(
+    mut swarm: Swarm<B>,
+    topic: IdentTopic,
+    a: &PeerArgs,
+) -> anyhow::Result<()> {
     swarm.listen_on(a.listen.parse::<Multiaddr>()?)?;
     for d in &a.dial {
         swarm.dial(d.parse::<Multiaddr>()?)?;
     }
+    // Judged before forwarding: signed payloads, and everything on the node's stack (whose
+    // gossipsub waits for a verdict).
+    let judged = a.signed || a.node_stack;
     let signer = a.signed.then(|| {
         let seed = wattmesh_protocol::Hash32::tagged(
             "wattmesh/baseline-signer",
@@ -143,7 +228,11 @@ pub async fn peer(a: PeerArgs) -> anyhow::Result<()> {
         let now = wall_ms();
         if now >= next && now < a.stop_ms {
             let payload = payload(a.index, seq, a.payload_bytes, signer.as_ref());
-            match swarm.behaviour_mut().publish(topic.clone(), payload) {
+            match swarm
+                .behaviour_mut()
+                .gossipsub()
+                .publish(topic.clone(), payload)
+            {
                 Ok(_) => record.published.push((seq, wall_ms())),
                 Err(_) => record.publish_errors += 1,
             }
@@ -169,21 +258,22 @@ pub async fn peer(a: PeerArgs) -> anyhow::Result<()> {
         let wait = Duration::from_millis(until.saturating_sub(now).clamp(1, 1_000));
         tokio::select! {
             ev = swarm.select_next_some() => {
-                if let SwarmEvent::Behaviour(gossipsub::Event::Message {
+                let SwarmEvent::Behaviour(ev) = ev else { continue };
+                if let Some(gossipsub::Event::Message {
                     message,
                     message_id,
                     propagation_source,
-                }) = ev
+                }) = B::gossip_event(ev)
                 {
                     let d = &message.data;
                     let accepted = !a.signed || signature_holds(d);
-                    if a.signed {
+                    if judged {
                         let acceptance = if accepted {
                             gossipsub::MessageAcceptance::Accept
                         } else {
                             gossipsub::MessageAcceptance::Reject
                         };
-                        swarm.behaviour_mut().report_message_validation_result(
+                        swarm.behaviour_mut().gossipsub().report_message_validation_result(
                             &message_id,
                             &propagation_source,
                             acceptance,
@@ -255,6 +345,9 @@ pub struct Options {
     pub duration_s: u64,
     /// Sign every payload and check every signature before forwarding.
     pub signed: bool,
+    /// Gossip through the node's whole libp2p stack (transport, every behaviour, the homes'
+    /// settings) instead of bare gossipsub: the node without its application.
+    pub node_stack: bool,
     /// TCP port of peer 0 (peer i: plus i).
     pub base_port: u16,
     /// Output directory.
@@ -274,6 +367,8 @@ pub struct Report {
     pub duration_s: u64,
     /// Whether payloads were signed and checked before forwarding.
     pub signed: bool,
+    /// Whether the peers ran the node's whole libp2p stack instead of bare gossipsub.
+    pub node_stack: bool,
     /// Messages published.
     pub messages: usize,
     /// Publications gossipsub refused.
@@ -328,6 +423,7 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
             heartbeat_ms: crate::run::HEARTBEAT_MS,
             duplicate_cache_secs: crate::run::DUPLICATE_CACHE_SECS,
             signed: o.signed,
+            node_stack: o.node_stack,
             start_ms,
             stop_ms,
             write_ms,
@@ -391,6 +487,7 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
         payload_bytes: o.payload_bytes,
         duration_s: o.duration_s,
         signed: o.signed,
+        node_stack: o.node_stack,
         messages: records.iter().map(|r| r.published.len()).sum(),
         publish_errors: records.iter().map(|r| r.publish_errors).sum(),
         machine_busy,

@@ -84,6 +84,10 @@ enum Command {
         /// forwarding, as a node must: the baseline plus the one check no node can skip.
         #[arg(long)]
         signed: bool,
+        /// Gossip through the node's whole libp2p stack (its transport, every behaviour and a
+        /// home's settings) instead of bare gossipsub: the node without its application.
+        #[arg(long)]
+        node_stack: bool,
         /// TCP port of the first peer.
         #[arg(long, default_value_t = 25100)]
         base_port: u16,
@@ -219,6 +223,7 @@ fn real_main() -> anyhow::Result<()> {
             payload,
             duration,
             signed,
+            node_stack,
             base_port,
             out,
         } => {
@@ -235,6 +240,7 @@ fn real_main() -> anyhow::Result<()> {
                 payload_bytes: payload,
                 duration_s: duration,
                 signed,
+                node_stack,
                 base_port,
                 out,
             };

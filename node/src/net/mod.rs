@@ -174,7 +174,7 @@ enum Command {
 }
 
 /// The network key new connections use; swapped by [`NetHandle::set_network_key`].
-type SharedKey = Arc<RwLock<PreSharedKey>>;
+pub type SharedKey = Arc<RwLock<PreSharedKey>>;
 
 /// The cloneable handle to the swarm task.
 #[derive(Clone)]
@@ -347,14 +347,15 @@ impl NetHandle {
     }
 }
 
-type Muxed = (PeerId, libp2p::core::muxing::StreamMuxerBox);
+/// A connection as the transport yields it: the peer and its multiplexed stream.
+pub type Muxed = (PeerId, libp2p::core::muxing::StreamMuxerBox);
 
 /// Builds the transport: TCP, or a circuit through another member's relay, then the private
 /// network handshake with the current pre-shared key (a peer without it cannot get further;
 /// the key is read for each new connection, so [`NetHandle::set_network_key`] takes effect at
 /// once), then Noise and yamux. Relayed connections get exactly the same upgrades, end to end:
 /// the relay only forwards bytes it cannot read.
-fn transport(
+pub fn transport(
     key: &identity::Keypair,
     psk: SharedKey,
     relay: relay::client::Transport,

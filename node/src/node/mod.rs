@@ -7,7 +7,7 @@ use crate::book::OfferView;
 use crate::clock::{Clock, ClockState};
 use crate::config::Config;
 use crate::neighbourhood::Neighbourhood;
-use crate::net::behaviour::{BehaviourSettings, TopicKind};
+use crate::net::behaviour::TopicKind;
 use crate::net::{self, NetConfig, NetEvent, NetHandle, PeerInfo};
 use crate::store::Store;
 use crate::worker::{self, Outcome, Work};
@@ -695,15 +695,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<Running> {
         );
     };
     let clock = Clock::new(&cfg.clock);
-    let settings = BehaviourSettings {
-        neighbourhood: n.id(),
-        heartbeat: Duration::from_millis(cfg.network.heartbeat_ms.max(50)),
-        duplicate_cache: Duration::from_secs(cfg.network.duplicate_cache_secs.max(1)),
-        request_timeout: Duration::from_secs(cfg.network.request_timeout_secs.max(1)),
-        max_connections: cfg.network.max_connections,
-        max_connections_per_peer: cfg.network.max_connections_per_peer.max(1),
-        reach: cfg.reach_settings(),
-    };
+    let settings = cfg.behaviour_settings(n.id());
     let mut bootstrap = parse_addrs(&cfg.network.bootstrap, "bootstrap")?;
     {
         // Peers remembered from earlier runs are redialled too.
