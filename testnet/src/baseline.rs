@@ -7,7 +7,9 @@
 //! With `signed`, each payload carries an Ed25519 signature of the protocol's rule
 //! ([`wattmesh_protocol::sign`]) and every peer checks it before gossipsub forwards the
 //! message: the baseline plus the one check a node cannot skip, to tell that cost apart from
-//! the rest of the node's.
+//! the rest of the node's. With `node_stack` the peers gossip through the node's whole libp2p
+//! stack instead ([`wattmesh_node::net::transport`] and the node's combined behaviour): the
+//! node without its application, to tell the stack's cost from the application's.
 //! Propagation is measured as in the testnet report: a message's publication to its arrival
 //! at the last other peer, all on this machine's wall clock.
 
