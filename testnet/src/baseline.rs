@@ -29,6 +29,9 @@ use std::time::Duration;
 use wattmesh_node::net::behaviour::BehaviourEvent;
 use wattmesh_node::node::timeline::wall_ms;
 
+/// Connections stay open for the whole run (an hour without use).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// The bytes at the head of every payload: origin (u32), sequence (u32), both little-endian.
 const HEAD: usize = 8;
 /// The tail of a signed payload: the signer's key (32 bytes) and the signature (64) of all
@@ -124,10 +127,8 @@ pub async fn peer(a: PeerArgs) -> anyhow::Result<()> {
         transport,
         behaviour,
         local,
-        libp2p::swarm::Config::with_tokio_executor()
-            .with_idle_connection_timeout(Duration::from_secs(3600))
-            // As the node's swarm does.
-            .with_substream_upgrade_protocol_override(Version::V1Lazy),
+        // As the node's swarm.
+        wattmesh_node::net::swarm_config(IDLE_TIMEOUT),
     );
     drive(swarm, topic, &a).await
 }
@@ -163,9 +164,7 @@ async fn node_stack_peer(a: PeerArgs, key: identity::Keypair, psk: [u8; 32]) -> 
         wattmesh_node::net::transport(&key, shared, relay_transport)?,
         behaviour,
         local,
-        libp2p::swarm::Config::with_tokio_executor()
-            .with_idle_connection_timeout(Duration::from_secs(3600))
-            .with_substream_upgrade_protocol_override(Version::V1Lazy),
+        wattmesh_node::net::swarm_config(IDLE_TIMEOUT),
     );
     drive(swarm, TopicKind::Offers.topic(&n), &a).await
 }

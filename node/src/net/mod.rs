@@ -377,6 +377,17 @@ pub fn transport(
         .boxed())
 }
 
+/// The swarm's settings: tasks on the tokio runtime, connections closed after `idle_timeout`
+/// without use, and lazy protocol selection on the substreams we open.
+pub fn swarm_config(idle_timeout: Duration) -> libp2p::swarm::Config {
+    libp2p::swarm::Config::with_tokio_executor()
+        .with_idle_connection_timeout(idle_timeout)
+        // A substream we open asks for exactly one protocol; sending the request with the
+        // protocol's name instead of waiting for the other side to confirm it saves a round
+        // trip on every trade and sync request (all members run wattmesh).
+        .with_substream_upgrade_protocol_override(Version::V1Lazy)
+}
+
 /// Takes a gossip message for validation straight from the swarm task (topic, id, forwarding
 /// peer, envelope bytes), without a hop through the node's own task: a message is forwarded
 /// only once its verdict is in, so every hand-over on this path adds to each hop of
@@ -410,12 +421,7 @@ pub fn spawn(
         transport(&kp, psk.clone(), relay_transport)?,
         behaviour,
         local,
-        libp2p::swarm::Config::with_tokio_executor()
-            .with_idle_connection_timeout(cfg.idle_timeout)
-            // A substream we open asks for exactly one protocol; sending the request with the
-            // protocol's name instead of waiting for the other side to confirm it saves a
-            // round trip on every trade and sync request (all members run wattmesh).
-            .with_substream_upgrade_protocol_override(Version::V1Lazy),
+        swarm_config(cfg.idle_timeout),
     );
     for addr in &cfg.listen {
         match swarm.listen_on(addr.clone()) {
