@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use wattmesh_node::net::behaviour::BehaviourEvent;
-use wattmesh_node::node::timeline::wall_ms;
+use wattmesh_node::node::timeline::{wall_ms, wall_us};
 
 /// Connections stay open for the whole run (an hour without use).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -76,9 +76,9 @@ pub struct PeerArgs {
 /// What one peer saw.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct PeerRecord {
-    /// Its own messages: (sequence, wall ms when published).
+    /// Its own messages: (sequence, wall µs when published).
     pub published: Vec<(u32, u64)>,
-    /// Messages received: (origin, sequence, wall ms).
+    /// Messages received: (origin, sequence, wall µs).
     pub received: Vec<(u32, u32, u64)>,
     /// Publications gossipsub refused (no peers yet, ...).
     pub publish_errors: u64,
@@ -234,7 +234,7 @@ async fn drive<B: Gossiping>(
                 .gossipsub()
                 .publish(topic.clone(), payload)
             {
-                Ok(_) => record.published.push((seq, wall_ms())),
+                Ok(_) => record.published.push((seq, wall_us())),
                 Err(_) => record.publish_errors += 1,
             }
             seq += 1;
@@ -284,7 +284,7 @@ async fn drive<B: Gossiping>(
                         let word = |r: std::ops::Range<usize>| {
                             u32::from_le_bytes(d[r].try_into().unwrap_or_default())
                         };
-                        record.received.push((word(0..4), word(4..8), wall_ms()));
+                        record.received.push((word(0..4), word(4..8), wall_us()));
                     }
                 }
             }
@@ -533,7 +533,7 @@ pub fn propagation(records: &[PeerRecord]) -> Latency {
             }
         }
     }
-    Latency::from_samples(samples, incomplete)
+    Latency::from_samples_us(samples, incomplete)
 }
 
 #[cfg(test)]
@@ -563,21 +563,21 @@ mod tests {
     fn propagation_waits_for_the_last_peer_and_counts_the_missing() {
         let records = vec![
             PeerRecord {
-                published: vec![(0, 1_000), (1, 2_000)],
+                published: vec![(0, 1_000_000), (1, 2_000_000)],
                 ..PeerRecord::default()
             },
             PeerRecord {
-                received: vec![(0, 0, 1_004), (0, 1, 2_003)],
+                received: vec![(0, 0, 1_004_000), (0, 1, 2_003_000)],
                 ..PeerRecord::default()
             },
             PeerRecord {
                 // Message 1 never arrives here; message 0 arrives last here.
-                received: vec![(0, 0, 1_030)],
+                received: vec![(0, 0, 1_030_250)],
                 ..PeerRecord::default()
             },
         ];
         let l = propagation(&records);
-        assert_eq!(l.p50, 30);
+        assert_eq!((l.p50_us, l.p50), (30_250, 30));
         assert_eq!(l.incomplete, 1);
     }
 }

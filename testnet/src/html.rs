@@ -182,13 +182,14 @@ fn latency_chart(s: &Summary, out: &mut String) -> Drawn {
     let l = &s.latency_ms;
     let x_max = l
         .offer_propagation
-        .samples
+        .samples_us
         .iter()
-        .chain(&l.trade_agreement.samples)
+        .chain(&l.trade_agreement.samples_us)
         .copied()
         .max()
         .unwrap_or(1)
-        .max(1) as f64;
+        .max(1) as f64
+        / 1000.0;
     let root = SVGBackend::with_string(out, (W, H)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -205,12 +206,12 @@ fn latency_chart(s: &Summary, out: &mut String) -> Drawn {
     for (label, samples, color) in [
         (
             "offer propagation",
-            &l.offer_propagation.samples,
+            &l.offer_propagation.samples_us,
             RGBColor(40, 90, 200),
         ),
         (
             "trade agreement",
-            &l.trade_agreement.samples,
+            &l.trade_agreement.samples_us,
             RGBColor(200, 110, 0),
         ),
     ] {
@@ -220,7 +221,7 @@ fn latency_chart(s: &Summary, out: &mut String) -> Drawn {
                 samples
                     .iter()
                     .enumerate()
-                    .map(|(k, &v)| (v as f64, (k + 1) as f64 / n)),
+                    .map(|(k, &v)| (v as f64 / 1000.0, (k + 1) as f64 / n)),
                 color.stroke_width(2),
             ))?
             .label(label)
@@ -342,8 +343,10 @@ pub fn render(s: &Summary) -> String {
         &mut h,
         "trade agreement p50 / p99, ms",
         format!(
-            "{} / {} ({} trades)",
-            l.trade_agreement.p50, l.trade_agreement.p99, l.trade_agreement.count
+            "{:.2} / {:.2} ({} trades)",
+            l.trade_agreement.p50_us as f64 / 1000.0,
+            l.trade_agreement.p99_us as f64 / 1000.0,
+            l.trade_agreement.count
         ),
     );
     h.push_str("</table><h2>Charts</h2>");

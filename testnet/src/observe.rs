@@ -81,25 +81,32 @@ impl Observed {
     }
 }
 
-/// Latency figures, ms.
+/// Latency figures: milliseconds (rounded to the nearest), and the percentiles also in
+/// microseconds, for figures of a few milliseconds where rounding would hide the difference.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Latency {
-    /// Median.
+    /// Median, ms.
     pub p50: u64,
-    /// 90th percentile.
+    /// 90th percentile, ms.
     pub p90: u64,
-    /// 99th percentile.
+    /// 99th percentile, ms.
     pub p99: u64,
-    /// The largest.
+    /// The largest, ms.
     pub max: u64,
+    /// Median, µs.
+    pub p50_us: u64,
+    /// 90th percentile, µs.
+    pub p90_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
     /// How many were measured.
     pub count: usize,
     /// How many could not be measured (some home never saw the offer, or a side never stored
     /// the trade, within the run).
     pub incomplete: usize,
-    /// Every measurement, ms, sorted (for the report's distributions).
+    /// Every measurement, µs, sorted (for the report's distributions).
     #[serde(skip)]
-    pub samples: Vec<u64>,
+    pub samples_us: Vec<u64>,
 }
 
 /// The nearest-rank percentile of sorted values.
@@ -111,25 +118,38 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Microseconds to the nearest millisecond.
+fn ms_of(us: u64) -> u64 {
+    us.saturating_add(500) / 1000
+}
+
 impl Latency {
-    /// Percentiles of `samples` (any order), `incomplete` more not measured.
-    pub fn from_samples(mut samples: Vec<u64>, incomplete: usize) -> Latency {
-        samples.sort_unstable();
+    /// Percentiles of `samples_us` (µs, any order), `incomplete` more not measured.
+    pub fn from_samples_us(mut samples_us: Vec<u64>, incomplete: usize) -> Latency {
+        samples_us.sort_unstable();
+        let (p50_us, p90_us, p99_us) = (
+            percentile(&samples_us, 50.0),
+            percentile(&samples_us, 90.0),
+            percentile(&samples_us, 99.0),
+        );
         Latency {
-            p50: percentile(&samples, 50.0),
-            p90: percentile(&samples, 90.0),
-            p99: percentile(&samples, 99.0),
-            max: samples.last().copied().unwrap_or(0),
-            count: samples.len(),
+            p50: ms_of(p50_us),
+            p90: ms_of(p90_us),
+            p99: ms_of(p99_us),
+            max: ms_of(samples_us.last().copied().unwrap_or(0)),
+            p50_us,
+            p90_us,
+            p99_us,
+            count: samples_us.len(),
             incomplete,
-            samples,
+            samples_us,
         }
     }
 }
 
 /// Offer propagation: from the maker publishing an offer version (stored and signed) to the
 /// last other home having it in its book. `excluded(home, wall_ms)` says a home was down or
-/// frozen around that time (it is then left out of that offer's measurement).
+/// frozen around that time, UTC ms (it is then left out of that offer's measurement).
 pub fn offer_propagation(
     o: &Observed,
     node_ids: &[String],
@@ -140,7 +160,7 @@ pub fn offer_propagation(
         .enumerate()
         .map(|(i, id)| (id.as_str(), i))
         .collect();
-    // (maker, nonce, version) -> when the maker signed it.
+    // (maker, nonce, version) -> when the maker signed it, µs.
     let mut published: HashMap<(usize, u64, u32), u64> = HashMap::new();
     // (maker, nonce, version) -> per home, when it first had it.
     let mut seen: HashMap<(usize, u64, u32), HashMap<usize, u64>> = HashMap::new();
@@ -159,10 +179,10 @@ pub fn offer_propagation(
                 };
                 let key = (m, *nonce, *version);
                 if *own {
-                    published.entry(key).or_insert(e.wall_ms);
+                    published.entry(key).or_insert(e.wall_us);
                 } else {
-                    let w = seen.entry(key).or_default().entry(i).or_insert(e.wall_ms);
-                    *w = (*w).min(e.wall_ms);
+                    let w = seen.entry(key).or_default().entry(i).or_insert(e.wall_us);
+                    *w = (*w).min(e.wall_us);
                 }
             }
         }
@@ -170,7 +190,7 @@ pub fn offer_propagation(
     let mut samples = Vec::new();
     let mut incomplete = 0;
     for (key, at) in &published {
-        let others = (0..node_ids.len()).filter(|&h| h != key.0 && !excluded(h, *at));
+        let others = (0..node_ids.len()).filter(|&h| h != key.0 && !excluded(h, *at / 1000));
         let seen_by = seen.get(key);
         let mut worst = Some(0u64);
         for h in others {
@@ -184,7 +204,7 @@ pub fn offer_propagation(
             None => incomplete += 1,
         }
     }
-    Latency::from_samples(samples, incomplete)
+    Latency::from_samples_us(samples, incomplete)
 }
 
 /// Trade agreement: from the taker sending its proposal to the co-signed trade durably stored
@@ -205,16 +225,16 @@ pub fn trade_agreement(
         for e in events {
             match &e.kind {
                 EventKind::Proposed { taker, nonce } => {
-                    let w = proposed.entry((taker.clone(), *nonce)).or_insert(e.wall_ms);
-                    *w = (*w).min(e.wall_ms);
+                    let w = proposed.entry((taker.clone(), *nonce)).or_insert(e.wall_us);
+                    *w = (*w).min(e.wall_us);
                 }
                 EventKind::TradeStored { taker, nonce } => {
                     let w = stored
                         .entry((taker.clone(), *nonce))
                         .or_default()
                         .entry(i)
-                        .or_insert(e.wall_ms);
-                    *w = (*w).min(e.wall_ms);
+                        .or_insert(e.wall_us);
+                    *w = (*w).min(e.wall_us);
                 }
                 EventKind::Offer { .. } => {}
             }
@@ -235,15 +255,15 @@ pub fn trade_agreement(
             _ => incomplete += 1,
         }
     }
-    Latency::from_samples(samples, incomplete)
+    Latency::from_samples_us(samples, incomplete)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ev(seq: u64, wall_ms: u64, kind: EventKind) -> Event {
-        Event { seq, wall_ms, kind }
+    fn ev(seq: u64, wall_us: u64, kind: EventKind) -> Event {
+        Event { seq, wall_us, kind }
     }
 
     fn offer(maker: &str, own: bool) -> EventKind {
@@ -269,16 +289,17 @@ mod tests {
     fn propagation_is_to_the_last_home_and_skips_excluded_ones() {
         let ids = vec!["a".to_string(), "b".to_string(), "c".to_string()];
         let mut o = Observed::new(3);
-        o.events[0].push(ev(1, 1_000, offer("a", true)));
-        o.events[1].push(ev(1, 1_012, offer("a", false)));
-        o.events[2].push(ev(1, 1_040, offer("a", false)));
+        o.events[0].push(ev(1, 1_000_000, offer("a", true)));
+        o.events[1].push(ev(1, 1_012_400, offer("a", false)));
+        o.events[2].push(ev(1, 1_039_600, offer("a", false)));
         let l = offer_propagation(&o, &ids, &|_, _| false);
-        assert_eq!((l.count, l.p50, l.incomplete), (1, 40, 0));
+        assert_eq!((l.count, l.p50_us, l.p50, l.incomplete), (1, 39_600, 40, 0));
         // Home c never saw it: incomplete, unless c was down at the time.
         o.events[2].clear();
         assert_eq!(offer_propagation(&o, &ids, &|_, _| false).incomplete, 1);
-        let l = offer_propagation(&o, &ids, &|h, _| h == 2);
-        assert_eq!((l.count, l.p50), (1, 12));
+        // The exclusion is asked in ms.
+        let l = offer_propagation(&o, &ids, &|h, at_ms| h == 2 && at_ms == 1_000);
+        assert_eq!((l.count, l.p50_us, l.p50), (1, 12_400, 12));
     }
 
     #[test]
@@ -291,15 +312,16 @@ mod tests {
         };
         o.events[1].push(ev(
             1,
-            500,
+            500_000,
             EventKind::Proposed {
                 taker: "b".into(),
                 nonce: 3,
             },
         ));
-        o.events[0].push(ev(1, 503, stored()));
-        o.events[1].push(ev(2, 506, stored()));
+        o.events[0].push(ev(1, 503_100, stored()));
+        o.events[1].push(ev(2, 504_700, stored()));
         let l = trade_agreement(&o, &ids, &|_, _| Some(0));
-        assert_eq!((l.count, l.p50), (1, 6));
+        // The later side, to the microsecond.
+        assert_eq!((l.count, l.p50_us, l.p50), (1, 4_700, 5));
     }
 }

@@ -334,7 +334,7 @@ mod tests {
         for (seq, (version, q)) in [(1, 100), (2, 60), (3, 90)].into_iter().enumerate() {
             o.events[0].push(Event {
                 seq: seq as u64 + 1,
-                wall_ms: 0,
+                wall_us: 0,
                 kind: EventKind::Offer {
                     maker: "m".into(),
                     nonce: 1,

@@ -268,3 +268,16 @@ impl Behaviour {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_kind_as_a_number_is_its_place_in_all() {
+        // The swarm task keeps the topics' hashes in this order and looks them up by number.
+        for (i, k) in TopicKind::ALL.into_iter().enumerate() {
+            assert_eq!(k as usize, i);
+        }
+    }
+}

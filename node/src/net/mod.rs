@@ -457,7 +457,7 @@ pub fn spawn(
         swarm,
         commands: cmd_rx,
         events: ev_tx,
-        neighbourhood: cfg.behaviour.neighbourhood,
+        topics: TopicKind::ALL.map(|k| k.topic(&cfg.behaviour.neighbourhood).hash()),
         wanted,
         pending_sync: HashMap::new(),
         pending_trade: HashMap::new(),
@@ -559,7 +559,8 @@ struct SwarmTask {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetEvent>,
-    neighbourhood: wattmesh_protocol::NeighbourhoodId,
+    /// Each topic's hash, worked out once (not per message), at the place `kind as usize`.
+    topics: [gossipsub::TopicHash; 3],
     wanted: HashMap<PeerId, Redial>,
     pending_sync: HashMap<OutboundRequestId, Reply<Result<SyncResponse, String>>>,
     pending_trade: HashMap<OutboundRequestId, Reply<Result<TradeResponse, String>>>,
@@ -817,7 +818,7 @@ impl SwarmTask {
             Command::Publish(topic, data, reply) => {
                 let r = b
                     .gossipsub
-                    .publish(topic.topic(&self.neighbourhood), data)
+                    .publish(self.topics[topic as usize].clone(), data)
                     .map(|_| ())
                     .map_err(|e| e.to_string());
                 let _ = reply.send(r);
@@ -1088,7 +1089,9 @@ impl SwarmTask {
             })) => {
                 let topic = TopicKind::ALL
                     .into_iter()
-                    .find(|k| k.topic(&self.neighbourhood).hash() == message.topic);
+                    .zip(&self.topics)
+                    .find(|(_, h)| **h == message.topic)
+                    .map(|(k, _)| k);
                 let Some(topic) = topic else {
                     // We only subscribe to our topics; anything else is a protocol violation.
                     self.swarm

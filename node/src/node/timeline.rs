@@ -17,8 +17,9 @@ pub const PAGE: usize = 2048;
 pub struct Event {
     /// Its number: 1 for the node's first event, +1 for each one after.
     pub seq: u64,
-    /// When, real (not simulated) UTC ms.
-    pub wall_ms: u64,
+    /// When, real (not simulated) UTC microseconds: trade agreement takes a few
+    /// milliseconds, so milliseconds would hide most of it.
+    pub wall_us: u64,
     /// What.
     #[serde(flatten)]
     pub kind: EventKind,
@@ -76,27 +77,32 @@ pub struct Page {
 
 /// Now, real UTC ms.
 pub fn wall_ms() -> u64 {
+    wall_us() / 1000
+}
+
+/// Now, real UTC microseconds.
+pub fn wall_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
 impl Timeline {
     /// Records an event that happened now.
     pub fn record(&mut self, kind: EventKind) {
-        self.record_at(wall_ms(), kind);
+        self.record_at(wall_us(), kind);
     }
 
-    /// Records an event at a given wall time.
-    pub fn record_at(&mut self, wall_ms: u64, kind: EventKind) {
+    /// Records an event at a given wall time, UTC microseconds.
+    pub fn record_at(&mut self, wall_us: u64, kind: EventKind) {
         self.next += 1;
         if self.events.len() >= CAPACITY {
             self.events.pop_front();
         }
         self.events.push_back(Event {
             seq: self.next,
-            wall_ms,
+            wall_us,
             kind,
         });
     }
